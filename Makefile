@@ -1,0 +1,42 @@
+# rba_ros: two commands on a fresh machine (see README):
+#   make demo   install everything into .venv and run the demo on the embedded default model
+#   make test   install everything into .venv and run the test suite
+SHELL := /bin/bash
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip
+STAMP := $(VENV)/.rba-installed
+PYTEST_ARGS ?=
+# ROS here must never multicast off this machine (tests, demo, benchmarks; not the node itself).
+export ROS_AUTOMATIC_DISCOVERY_RANGE := LOCALHOST
+
+.PHONY: setup demo test test-all bench freeze clean
+
+setup: $(STAMP)
+
+$(STAMP): setup.py requirements/constraints.txt scripts/build_vision_msgs.sh
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PIP) install --quiet --upgrade "pip>=24"
+	$(PIP) install --quiet -c requirements/constraints.txt -e ".[ros,ros-build,dev]"
+	bash scripts/build_vision_msgs.sh $(VENV)
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(PY) -m rba_core.cli demo --out out/demo
+
+test: $(STAMP)
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+test-all: $(STAMP)
+	$(PY) -m pytest --runslow $(PYTEST_ARGS)
+
+bench: $(STAMP)
+	for b in bench/*.py; do $(PY) $$b || exit 1; done
+
+freeze:
+	$(PY) -m pip freeze --exclude-editable | grep -v '^rba_ros' \
+	  | sed '1i # Exact versions of everything the venv installs (pip constraint for make setup).' \
+	  > requirements/constraints.txt
+
+clean:
+	rm -rf $(VENV) build out

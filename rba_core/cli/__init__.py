@@ -1,0 +1,40 @@
+"""The ``rba`` command: one entry point, one module per subcommand (thin layers over rba_core)."""
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+
+from ..errors import RbaError
+
+# subcommand -> module (each defines ``add_parser(subparsers)`` and ``run(args) -> int``)
+COMMANDS = {
+    "infer": "rba_core.cli.infer",
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="rba", description="RbA anomaly segmentation: inference, evaluation, training, "
+                                "export, rosbag replay.")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for name, module in COMMANDS.items():
+        importlib.import_module(module).add_parser(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+                        format="%(levelname)s %(name)s: %(message)s")
+    try:
+        return int(args.func(args) or 0)
+    except RbaError as exc:
+        print(f"rba {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"rba {args.command}: interrupted", file=sys.stderr)
+        return 130

@@ -1,0 +1,45 @@
+"""The inference graph: uint8 images -> class ids, winning-class confidence, anomaly scores.
+
+The same module runs eagerly in the torch backend and is what ``rba export`` traces to ONNX, so
+every backend returns the same outputs computed the same way.
+"""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from ..model import Mask2Former, padded_size, semantic_inference
+from ..scoring import get_score
+
+OUTPUT_NAMES = ("class_ids", "confidence", "scores")
+
+
+class InferenceGraph(nn.Module):
+    """images uint8 [B,3,H,W] -> (class_ids int32 [B,H,W], confidence [B,H,W], scores [B,S,H,W]).
+
+    ``confidence`` is L_k(x) of the winning class k (its mask-weighted class probability);
+    ``scores`` stacks the requested anomaly scores in ``score_names`` order (higher = anomalous).
+    """
+
+    def __init__(self, model: Mask2Former, score_names: list[str], mode: str = "exact"):
+        super().__init__()
+        self.model = model
+        self.score_names = list(score_names)
+        self.score_fns = [get_score(n) for n in self.score_names]
+        self.mode = mode
+
+    def semantic(self, images: torch.Tensor) -> torch.Tensor:
+        """[B,3,H,W] -> L(x) [B,K,H,W]."""
+        out = self.model(images, with_aux=False)
+        h, w = int(images.shape[-2]), int(images.shape[-1])
+        return semantic_inference(out["pred_logits"], out["pred_masks"], (h, w),
+                                  padded_size(h, w, self.model.cfg.size_divisibility), self.mode)
+
+    def heads(self, sem: torch.Tensor):
+        """L(x) [B,K,H,W] -> the three outputs."""
+        confidence, class_ids = sem.max(dim=1)
+        scores = torch.stack([fn(sem) for fn in self.score_fns], dim=1)
+        return class_ids.to(torch.int32), confidence, scores
+
+    def forward(self, images: torch.Tensor):
+        return self.heads(self.semantic(images))
