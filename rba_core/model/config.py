@@ -81,6 +81,7 @@ class DecoderConfig:
     ``DEC_LAYERS`` equals ``layers + 1`` (the RbA release uses DEC_LAYERS 2, i.e. ``layers: 1``).
     """
     layers: int = 1
+    levels: int = 3  # pixel-decoder levels cycled through (Mask2Former 3; the RbA release 1)
     num_queries: int = 100
     hidden_dim: int = 256
     heads: int = 8
@@ -91,6 +92,7 @@ class DecoderConfig:
 
     def __post_init__(self):
         check(self.layers >= 0, "layers", "must be >= 0")
+        check(1 <= self.levels <= 3, "levels", "must be 1, 2 or 3 (the pixel decoder gives 3)")
         for name in ("num_queries", "hidden_dim", "heads", "ffn_dim", "mask_embed_layers"):
             check(getattr(self, name) > 0, name, "must be positive")
         check(self.hidden_dim % self.heads == 0, "hidden_dim",
@@ -169,7 +171,7 @@ def _swin(embed: int, heads: list[int], depths=(2, 2, 18, 2)) -> dict:
 
 
 _CITYSCAPES = {"class_names": CITYSCAPES_CLASSES, "colors": CITYSCAPES_COLORS, "ignore_value": 255}
-_RBA_HEAD = {"pixel_decoder": {"encoder_levels": 1}, "decoder": {"layers": 1}}
+_RBA_HEAD = {"pixel_decoder": {"encoder_levels": 1}, "decoder": {"layers": 1, "levels": 1}}
 
 PRESETS: dict[str, dict] = {
     # The released RbA models: Swin-B/L, deformable encoder on res5 only, one decoder layer.
@@ -188,7 +190,8 @@ PRESETS: dict[str, dict] = {
         "pixel_decoder": {"conv_dim": 64, "mask_dim": 64, "encoder_layers": 1, "encoder_heads": 4,
                           "encoder_points": 4, "encoder_ffn_dim": 128, "encoder_levels": 1,
                           "norm_groups": 16},
-        "decoder": {"layers": 1, "num_queries": 32, "hidden_dim": 64, "heads": 4, "ffn_dim": 256},
+        "decoder": {"layers": 1, "levels": 1, "num_queries": 32, "hidden_dim": 64, "heads": 4,
+                    "ffn_dim": 256},
         "class_names": CAMVID_CLASSES, "colors": CAMVID_COLORS, "ignore_value": 11,
     },
 }

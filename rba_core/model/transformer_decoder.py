@@ -126,9 +126,6 @@ class MLP(nn.Module):
         return x
 
 
-NUM_LEVELS = 3  # the decoder always sees three pixel-decoder levels (round robin)
-
-
 class MaskedTransformerDecoder(nn.Module):
     """Queries -> class logits [B, Q, K+1] and mask logits [B, Q, H/4, W/4] per layer."""
 
@@ -137,15 +134,16 @@ class MaskedTransformerDecoder(nn.Module):
         d = cfg.hidden_dim
         self.cfg = cfg
         self.heads = cfg.heads
+        self.levels = cfg.levels
         self.pe = PositionEmbeddingSine(d // 2)
         # detectron2 uses a 1x1 conv only when the pixel decoder's width differs from ours
         self.input_proj = nn.ModuleList(
-            nn.Conv2d(in_dim, d, 1) if in_dim != d else nn.Identity() for _ in range(NUM_LEVELS))
+            nn.Conv2d(in_dim, d, 1) if in_dim != d else nn.Identity() for _ in range(cfg.levels))
         for proj in self.input_proj:
             if isinstance(proj, nn.Conv2d):
                 nn.init.kaiming_uniform_(proj.weight, a=1)
                 nn.init.zeros_(proj.bias)
-        self.level_embed = nn.Embedding(NUM_LEVELS, d)
+        self.level_embed = nn.Embedding(cfg.levels, d)
         self.query_feat = nn.Embedding(cfg.num_queries, d)
         self.query_embed = nn.Embedding(cfg.num_queries, d)
         self.layers = nn.ModuleList(DecoderLayer(cfg) for _ in range(cfg.layers))
@@ -170,9 +168,10 @@ class MaskedTransformerDecoder(nn.Module):
 
     def forward(self, features: list[torch.Tensor], mask_features: torch.Tensor,
                 with_aux: bool = True) -> dict:
-        """features: 3 levels coarse->fine [B, C, h, w]; mask_features [B, Cm, H/4, W/4]."""
+        """features: levels coarse->fine [B, C, h, w] (the first ``levels`` are used);
+        mask_features [B, Cm, H/4, W/4]."""
         srcs, poss, sizes = [], [], []
-        for i in range(NUM_LEVELS):
+        for i in range(self.levels):
             f = features[i]
             sizes.append((int(f.shape[-2]), int(f.shape[-1])))
             poss.append(self.pe(f).flatten(2).permute(2, 0, 1))  # [hw, 1, C]
@@ -185,9 +184,9 @@ class MaskedTransformerDecoder(nn.Module):
         logits, masks, blocked = self.predict(x, mask_features, sizes[0] if n else None)
         aux = [{"pred_logits": logits, "pred_masks": masks}]
         for i, layer in enumerate(self.layers):
-            lvl = i % NUM_LEVELS
+            lvl = i % self.levels
             x = layer(x, query_pos, srcs[lvl], poss[lvl], blocked)
-            nxt = sizes[(i + 1) % NUM_LEVELS] if i + 1 < n else None
+            nxt = sizes[(i + 1) % self.levels] if i + 1 < n else None
             logits, masks, blocked = self.predict(x, mask_features, nxt)
             aux.append({"pred_logits": logits, "pred_masks": masks})
         out = {"pred_logits": logits, "pred_masks": masks}
