@@ -1,0 +1,1 @@
+"""rba_core.data: dataset readers (``datasets``) and data pipelines."""
