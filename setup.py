@@ -17,7 +17,9 @@ setup(
     license="Apache-2.0",
     python_requires=">=3.10",
     packages=find_packages(include=["rba_core", "rba_core.*", "rba_ros", "rba_ros.*"]),
-    package_data={"rba_core": ["weights/*.safetensors", "weights/*.md", "weights/demo/*"]},
+    package_data={"rba_core": ["weights/*.safetensors", "weights/*.md", "weights/demo/*",
+                               "runtime/trt_ops/*", "ros_msgs/vision_msgs/msg/*.msg",
+                               "ros_msgs/vision_msgs/*.json"]},
     data_files=[
         ("share/ament_index/resource_index/packages", [f"resource/{PACKAGE}"]),
         (f"share/{PACKAGE}", ["package.xml"]),
@@ -27,7 +29,8 @@ setup(
     ],
     install_requires=[
         "numpy>=1.24", "torch>=2.1", "torchvision", "timm>=1.0", "safetensors>=0.4",
-        "onnx>=1.15", "onnxruntime>=1.17", "scipy>=1.10", "opencv-python-headless>=4.8",
+        "onnx>=1.15", "onnxscript>=0.2", "onnxruntime>=1.17", "scipy>=1.10",
+        "opencv-python-headless>=4.8",
         "pyyaml>=6", "tqdm>=4.60", "matplotlib>=3.7", "pycocotools>=2.0.7",
         "cityscapesscripts>=2.2", "rosbags>=0.10", "rosbags-image[opencv-headless]>=0.10",
     ],
@@ -44,7 +47,7 @@ setup(
                       "ros-jazzy-ament-cmake-gmock", "ros-jazzy-ament-cmake-gtest",
                       "ros-jazzy-ament-cmake-pytest", "ros-jazzy-python-cmake-module",
                       "catkin-pkg"],
-        "dev": ["pytest", "pytest-timeout", "scikit-learn", "onnxscript"],
+        "dev": ["pytest", "pytest-timeout", "scikit-learn"],
     },
     zip_safe=False,
     entry_points={

@@ -6,6 +6,9 @@ from pathlib import Path
 
 os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
 os.environ["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "LOCALHOST"
+if "RBA_CACHE_DIR" not in os.environ:  # exported engines of test runs stay out of ~/.cache
+    import tempfile
+    os.environ["RBA_CACHE_DIR"] = tempfile.mkdtemp(prefix="rba-test-cache-")
 
 import pytest  # noqa: E402
 import torch  # noqa: E402

@@ -11,6 +11,7 @@ from ..errors import RbaError
 # subcommand -> module (each defines ``add_parser(subparsers)`` and ``run(args) -> int``)
 COMMANDS = {
     "infer": "rba_core.cli.infer",
+    "export": "rba_core.cli.export",
     "convert": "rba_core.cli.convert",
 }
 

@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
+from ..pipeline.frames import infer_frames
 from ..pipeline.visualize import blend, colorize, heatmap, palette
 from ..runtime import load_backend
 from .common import add_model_args, list_images, read_image, write_image
@@ -34,7 +35,7 @@ def run(args: argparse.Namespace) -> int:
     summary = []
     for path in tqdm(paths, desc="infer", unit="img"):
         rgb = read_image(path)
-        result = backend.infer(np.ascontiguousarray(rgb.transpose(2, 0, 1))[None]).frame(0)
+        result = infer_frames(backend, [rgb])[0]  # resized for fixed-size engines
         stem = path.stem
         write_image(out / f"{stem}_class.png", result.class_ids.astype(np.uint8))
         write_image(out / f"{stem}_semantic.png", blend(rgb, colorize(result.class_ids, lut),

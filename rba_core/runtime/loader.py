@@ -2,12 +2,16 @@
 from __future__ import annotations
 
 import logging
+import tempfile
 from pathlib import Path
 
 from ..checkpoint import load_model
 from ..model import Mask2Former, ModelConfig, build_model
 from ..scoring import parse_scores
 from .base import Backend, BackendError
+from .engine_cache import cache_root
+from .onnx_export import ExportSpec, export_onnx, file_sha256
+from .trt_backend import trt_unavailable_reason
 
 log = logging.getLogger(__name__)
 
@@ -46,17 +50,103 @@ def load_torch_model(model: str | Path | None, device: str = "cpu") -> Mask2Form
     return load_model(spec, device)
 
 
+def _onnx_cache_path(model_path: str, spec: ExportSpec, cache_dir: str | Path | None) -> Path:
+    """Where the export of one of our checkpoints at ``spec`` is cached (keyed by its sha256)."""
+    root = (Path(cache_dir) if cache_dir else cache_root()) / "onnx"
+    name = (f"{Path(model_path).stem}-{file_sha256(model_path)[:16]}-{spec.height}x{spec.width}"
+            f"-b{spec.batch}-{spec.mode}-{'+'.join(spec.scores)}.onnx")
+    return root / name
+
+
+def _export_for(spec_path: str, spec: ExportSpec, cache_dir, tmp: Path) -> Path:
+    """The ONNX graph of a .safetensors model / preset at ``spec``: cached export, or a new one."""
+    if spec_path.startswith(PRESET_PREFIX):  # random weights: never cached
+        path = tmp / f"{spec_path[len(PRESET_PREFIX):]}.onnx"
+    else:
+        path = _onnx_cache_path(spec_path, spec, cache_dir)
+        if path.is_file():
+            log.info("using cached export %s", path)
+            return path
+    log.info("exporting %s to %s (once per model and input size)", spec_path, path)
+    sha = "" if spec_path.startswith(PRESET_PREFIX) else file_sha256(spec_path)
+    export_onnx(load_torch_model(spec_path), path, spec, source=Path(spec_path).name,
+                source_sha256=sha)
+    return path
+
+
+def _pick(backend: str, is_onnx: bool, input_size) -> str:
+    """Resolve ``auto``: TensorRT if usable, else ONNX Runtime, else torch."""
+    if backend != "auto":
+        return backend
+    if not is_onnx and input_size is None:
+        log.info("auto backend: torch (no input_size given, so no fixed-size ONNX/TensorRT graph)")
+        return "torch"
+    reason = trt_unavailable_reason()
+    if reason is None:
+        return "tensorrt"
+    try:
+        import onnxruntime  # noqa: F401
+    except ImportError:
+        if is_onnx:
+            raise BackendError("cannot run an ONNX model: neither TensorRT nor onnxruntime is "
+                               "installed") from None
+        return "torch"
+    log.info("auto backend: onnxruntime (TensorRT: %s)", reason)
+    return "onnxruntime"
+
+
 def load_backend(model: str | Path | None = None, backend: str = "auto",
-                 scores: str | list[str] = "rba", mode: str = "exact",
-                 device: str | None = None, fp16: bool = False) -> Backend:
-    """Build a backend; errors are one line (BackendError / CheckpointError)."""
+                 scores: str | list[str] | None = None, mode: str | None = None,
+                 device: str | None = None, fp16: bool | None = None, *,
+                 input_size: tuple[int, int] | None = None, batch_size: int = 1,
+                 threads: int | None = None, cache_dir: str | Path | None = None) -> Backend:
+    """Build a backend; every backend returns the same ``InferenceResult``.
+
+    ``model``: our ``.safetensors`` (any backend; ONNX Runtime and TensorRT first export it, at
+    ``input_size`` (H, W) and ``batch_size``, to the cache), an ``.onnx`` from ``rba export``
+    (onnxruntime / tensorrt; scores and mode are those baked into it), ``preset:NAME`` or None
+    (the embedded default). ``scores``/``mode`` default to the graph's, or rba/exact.
+    ``fp16``: torch autocast on CUDA; TensorRT engine precision (None: the export's preference);
+    ``threads``: ONNX Runtime CPU threads; ``cache_dir``: engine / export cache folder.
+    Errors are one line (BackendError / CheckpointError).
+    """
     if backend not in BACKENDS:
         raise BackendError(f"unknown backend {backend!r} (choose from {', '.join(BACKENDS)})")
-    score_names = parse_scores(scores)
-    spec = resolve_model_path(model)
-    if backend in ("auto", "torch"):
+    try:
+        score_names = parse_scores(scores) if scores is not None else None
+    except ValueError as exc:
+        raise BackendError(str(exc)) from None
+    spec_path = resolve_model_path(model)
+    is_onnx = spec_path.lower().endswith(".onnx")
+    chosen = _pick(backend, is_onnx, input_size)
+    if chosen == "torch":
         from .torch_backend import TorchBackend
 
-        return TorchBackend(load_torch_model(spec, device or "cpu"), score_names, mode,
-                            device=device, fp16=fp16)
-    raise BackendError(f"backend {backend!r} is not available yet")
+        return TorchBackend(load_torch_model(spec_path, device or "cpu"), score_names or ["rba"],
+                            mode or "exact", device=device, fp16=bool(fp16))
+    with tempfile.TemporaryDirectory(prefix="rba_") as tmp:
+        if is_onnx:
+            onnx_path = Path(spec_path)
+        else:
+            if input_size is None:
+                raise BackendError(f"the {chosen} backend runs a fixed-size graph: give an "
+                                   f"input size (H, W) to export {spec_path} at, or use the "
+                                   f"torch backend")
+            spec = ExportSpec(int(input_size[0]), int(input_size[1]), batch_size,
+                              score_names or ["rba"], mode or "exact")
+            onnx_path = _export_for(spec_path, spec, cache_dir, Path(tmp))
+        if chosen == "onnxruntime":
+            from .ort_backend import OnnxRuntimeBackend
+
+            providers = ["CPUExecutionProvider"] if device == "cpu" else None
+            result = OnnxRuntimeBackend(onnx_path, providers, threads, fp16, score_names)
+        else:
+            from .trt_backend import TensorRTBackend
+
+            engine_dir = (Path(tmp) / "engines" if spec_path.startswith(PRESET_PREFIX)
+                          else (Path(cache_dir) / "engines" if cache_dir else None))
+            result = TensorRTBackend(onnx_path, fp16, engine_dir, device, score_names=score_names)
+    if is_onnx and mode and mode != result.info.mode:
+        log.warning("%s was exported with %s inference; the requested %s inference has no effect "
+                    "(re-export to change it)", spec_path, result.info.mode, mode)
+    return result

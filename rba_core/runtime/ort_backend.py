@@ -1,0 +1,109 @@
+"""ONNX Runtime backend: runs an ``rba export`` graph with the best available execution provider.
+
+Provider order: TensorRT EP (engine cache under the rba_ros cache folder), CUDA EP, CPU. The
+session uses ONNX Runtime's full graph optimisation; on CPU the default thread count is the number
+of cores this process may use (``os.sched_getaffinity``), without spin-waiting, which matters on
+small shared CPUs (a spinning pool steals the cycles other processes need). ``fp16`` only affects
+the TensorRT EP and applies to the whole graph (no fp32 pins): the ``tensorrt`` backend is the
+accurate way to run fp16.
+"""
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+
+import numpy as np
+
+from .base import BackendError, InferenceResult, check_images
+from .engine_cache import cache_root
+from .graph import OUTPUT_NAMES
+from .onnx_export import INPUT_NAME, info_from_metadata
+
+log = logging.getLogger(__name__)
+
+PROVIDER_ORDER = ("TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider")
+
+
+def available_cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
+
+
+def best_providers(fp16: bool = False, device_id: int = 0) -> list:
+    """Available providers in ``PROVIDER_ORDER``, with options (CPU always last)."""
+    import onnxruntime as ort
+
+    available = set(ort.get_available_providers())
+    out = []
+    for name in PROVIDER_ORDER:
+        if name not in available:
+            continue
+        if name == "TensorrtExecutionProvider":
+            cache = cache_root() / "ort_trt"
+            out.append((name, {"device_id": device_id, "trt_fp16_enable": fp16,
+                               "trt_engine_cache_enable": True,
+                               "trt_engine_cache_path": str(cache)}))
+        elif name == "CUDAExecutionProvider":
+            out.append((name, {"device_id": device_id}))
+        else:
+            out.append(name)
+    return out
+
+
+class OnnxRuntimeBackend:
+    """``infer(uint8 [B,3,H,W]) -> InferenceResult`` on an exported graph (fixed B, H, W)."""
+    name = "onnxruntime"
+
+    def __init__(self, path: str | Path, providers: list | None = None, threads: int | None = None,
+                 fp16: bool | None = None, score_names: list[str] | None = None):
+        import onnxruntime as ort
+
+        path = Path(path)
+        if not path.is_file():
+            raise BackendError(f"model file not found: {path}")
+        opts = ort.SessionOptions()
+        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        opts.intra_op_num_threads = threads or available_cores()
+        opts.inter_op_num_threads = 1
+        opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        try:
+            self.session = ort.InferenceSession(str(path), opts, providers=providers or
+                                                best_providers(bool(fp16)))
+        except Exception as exc:  # onnxruntime raises its own Fail / InvalidProtobuf / ...
+            raise BackendError(f"{path} cannot be loaded by ONNX Runtime "
+                               f"({type(exc).__name__}: {str(exc).strip().splitlines()[0]})") \
+                from None
+        meta = self.session.get_modelmeta().custom_metadata_map
+        self.info = info_from_metadata(meta, path)
+        self.graph_scores = list(self.info.score_names)
+        self.info.score_names = select_scores(self.graph_scores, score_names, path)
+        self.providers = self.session.get_providers()
+        log.info("onnxruntime: %s with %s", path.name, ", ".join(self.providers))
+
+    def infer(self, images: np.ndarray) -> InferenceResult:
+        images = check_images(images, self.info)
+        class_ids, confidence, scores = self.session.run(list(OUTPUT_NAMES), {INPUT_NAME: images})
+        return to_result(class_ids, confidence, scores, self.graph_scores, self.info.score_names)
+
+
+def select_scores(graph_scores: list[str], wanted: list[str] | None, path) -> list[str]:
+    """The requested subset of the scores baked into a graph (all of them when None)."""
+    if wanted is None:
+        return list(graph_scores)
+    missing = [s for s in wanted if s not in graph_scores]
+    if missing:
+        raise BackendError(f"{path} computes the scores {', '.join(graph_scores)}, not "
+                           f"{', '.join(missing)}; re-export it with --scores "
+                           f"{','.join(dict.fromkeys(graph_scores + missing))}")
+    return list(wanted)
+
+
+def to_result(class_ids, confidence, scores, graph_scores: list[str],
+              wanted: list[str]) -> InferenceResult:
+    """Graph outputs (numpy) -> InferenceResult with the ``wanted`` score maps."""
+    index = {n: i for i, n in enumerate(graph_scores)}
+    return InferenceResult(np.asarray(class_ids, np.int32), np.asarray(confidence, np.float32),
+                           {n: np.asarray(scores[:, index[n]], np.float32) for n in wanted})
