@@ -13,6 +13,7 @@ COMMANDS = {
     "infer": "rba_core.cli.infer",
     "export": "rba_core.cli.export",
     "convert": "rba_core.cli.convert",
+    "eval": "rba_core.cli.eval",
 }
 
 
