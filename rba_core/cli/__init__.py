@@ -14,6 +14,8 @@ COMMANDS = {
     "export": "rba_core.cli.export",
     "convert": "rba_core.cli.convert",
     "eval": "rba_core.cli.eval",
+    "train": "rba_core.cli.train",
+    "finetune": "rba_core.cli.train",
 }
 
 
@@ -23,7 +25,7 @@ def build_parser() -> argparse.ArgumentParser:
                                 "export, rosbag replay.")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    for name, module in COMMANDS.items():
+    for module in dict.fromkeys(COMMANDS.values()):  # a module may add several subcommands
         importlib.import_module(module).add_parser(sub)
     return parser
 

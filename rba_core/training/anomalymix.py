@@ -1,0 +1,196 @@
+"""AnomalyMix (paper Sec. 3.4, after PEBAL): paste outlier objects into inlier training images.
+
+A fixed random sample of source images is drawn once from COCO-style data, keeping only images
+that contain none of the classes a driving model knows (paper's filter); each object is the union
+of all instance masks of its image. Per training image, with probability ``p_out``, one object's
+masked pixels are pasted at a random position and labelled ``outlier_label`` (excluded from the
+closed-set targets), before the other augmentations.
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from ..errors import RbaError
+
+log = logging.getLogger(__name__)
+
+# Paper's filter: no person, bicycle, car, motorcycle, bus, truck, traffic light, stop sign.
+EXCLUDED_NAMES = ("person", "bicycle", "car", "motorcycle", "bus", "truck", "traffic light",
+                  "stop sign")
+EXCLUDED_YOLO_IDS = (0, 1, 2, 3, 5, 7, 9, 11)  # the same classes as COCO-80 indices
+
+
+@dataclass
+class OutlierObject:
+    """An object cut out of its source image: RGB crop [h, w, 3] and its mask [h, w] bool."""
+    rgb: np.ndarray
+    mask: np.ndarray
+    source: str
+
+
+def _crop(rgb: np.ndarray, mask: np.ndarray, source: str) -> OutlierObject | None:
+    ys, xs = np.nonzero(mask)
+    if len(ys) == 0:
+        return None
+    y0, y1, x0, x1 = ys.min(), ys.max() + 1, xs.min(), xs.max() + 1
+    return OutlierObject(rgb[y0:y1, x0:x1].copy(), mask[y0:y1, x0:x1].copy(), source)
+
+
+def _read_rgb(path: Path) -> np.ndarray:
+    bgr = cv2.imread(str(path), cv2.IMREAD_COLOR)
+    if bgr is None:
+        raise RbaError(f"cannot read outlier source image {path}")
+    return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+
+
+def yolo_candidates(root: Path) -> list[tuple[Path, Path]]:
+    """(image, label .txt) pairs of a YOLO-seg tree: images/<split>/*.jpg, labels/<split>/*.txt."""
+    pairs = []
+    for label in sorted((root / "labels").rglob("*.txt")):
+        rel = label.relative_to(root / "labels").with_suffix("")
+        for ext in (".jpg", ".jpeg", ".png"):
+            image = root / "images" / rel.with_suffix(ext)
+            if image.is_file():
+                pairs.append((image, label))
+                break
+    return pairs
+
+
+def yolo_polygons(label: Path) -> list[tuple[int, np.ndarray]]:
+    """Lines 'cls x1 y1 x2 y2 ...' (normalised vertices) -> [(cls, [N, 2] float)]."""
+    out = []
+    for line in label.read_text().splitlines():
+        parts = line.split()
+        if len(parts) < 7:
+            continue
+        cls = int(float(parts[0]))
+        pts = np.asarray(parts[1:], np.float64)
+        out.append((cls, pts[: len(pts) // 2 * 2].reshape(-1, 2)))
+    return out
+
+
+def load_yolo_objects(root: Path, min_side: int) -> list[tuple[str, callable]]:
+    """Filtered YOLO-seg sources as (name, loader) pairs (images are read lazily)."""
+    sources = []
+    for image, label in yolo_candidates(root):
+        polys = yolo_polygons(label)
+        if not polys or any(cls in EXCLUDED_YOLO_IDS for cls, _ in polys):
+            continue
+
+        def load(image=image, polys=polys):
+            rgb = _read_rgb(image)
+            h, w = rgb.shape[:2]
+            mask = np.zeros((h, w), np.uint8)
+            for _, pts in polys:
+                cv2.fillPoly(mask, [np.round(pts * [w, h]).astype(np.int32)], 1)
+            return rgb, mask.astype(bool)
+
+        sources.append((str(image), load, image))
+    if min_side:
+        sources = [s for s in sources if min(cv2.imread(str(s[2])).shape[:2]) >= min_side]
+    return [(name, load) for name, load, _ in sources]
+
+
+def load_coco_objects(annotations: Path, images: Path, min_side: int) -> list[tuple[str, callable]]:
+    """Filtered COCO sources (pycocotools) as (name, loader) pairs."""
+    from pycocotools.coco import COCO
+
+    coco = COCO(str(annotations))
+    excluded = {c["id"] for c in coco.loadCats(coco.getCatIds()) if c["name"] in EXCLUDED_NAMES}
+    sources = []
+    for img in coco.loadImgs(sorted(coco.getImgIds())):
+        anns = coco.loadAnns(coco.getAnnIds(imgIds=img["id"], iscrowd=False))
+        if not anns or any(a["category_id"] in excluded for a in anns):
+            continue
+        if min(img["height"], img["width"]) < min_side:
+            continue
+
+        def load(img=img, anns=anns):
+            rgb = _read_rgb(images / img["file_name"])
+            mask = np.zeros(rgb.shape[:2], bool)
+            for a in anns:
+                mask |= coco.annToMask(a).astype(bool)
+            return rgb, mask
+
+        sources.append((img["file_name"], load))
+    return sources
+
+
+class OutlierBank:
+    """The fixed sample of outlier objects used for the whole run."""
+
+    def __init__(self, objects: list[OutlierObject]):
+        if not objects:
+            raise RbaError("AnomalyMix: no outlier objects passed the class filter")
+        self.objects = objects
+
+    def __len__(self) -> int:
+        return len(self.objects)
+
+    @classmethod
+    def from_source(cls, source: str, images: str = "", num_objects: int = 300,
+                    min_side: int = 0, seed: int = 0) -> "OutlierBank":
+        """COCO JSON (pycocotools) or a YOLO-seg root; sample ``num_objects`` sources once."""
+        path = Path(source)
+        if path.is_file() and path.suffix == ".json":
+            sources = load_coco_objects(path, Path(images) if images else path.parent, min_side)
+        elif path.is_dir():
+            sources = load_yolo_objects(path, min_side)
+        else:
+            raise RbaError(f"AnomalyMix source not found (COCO .json or YOLO-seg folder): {source}")
+        if not sources:
+            raise RbaError(f"AnomalyMix: no image in {source} passes the class filter "
+                           f"(min_side={min_side})")
+        rng = np.random.default_rng(seed)
+        pick = rng.permutation(len(sources))[:num_objects]
+        objects = [o for o in (_crop(*sources[i][1](), sources[i][0]) for i in sorted(pick)) if o]
+        log.info("AnomalyMix: %d outlier objects from %d eligible images", len(objects), len(sources))
+        return cls(objects)
+
+
+def paste(image: np.ndarray, label: np.ndarray, obj: OutlierObject, rng: np.random.Generator,
+          outlier_label: int, scale: float = 1.0) -> tuple[np.ndarray, np.ndarray]:
+    """Paste ``obj`` (resized by ``scale``) at a random position; returns new (image, label).
+
+    Only the object's mask pixels change: they take the object's colour and ``outlier_label``.
+    An object larger than the image is cropped at a random offset.
+    """
+    rgb, mask = obj.rgb, obj.mask
+    if scale != 1.0:
+        size = (max(1, round(rgb.shape[1] * scale)), max(1, round(rgb.shape[0] * scale)))
+        rgb = cv2.resize(rgb, size, interpolation=cv2.INTER_LINEAR)
+        mask = cv2.resize(mask.astype(np.uint8), size, interpolation=cv2.INTER_NEAREST) > 0
+    h, w = label.shape
+    oh, ow = mask.shape
+    # source window (crop an object that does not fit) and destination offset
+    sy = int(rng.integers(0, oh - h + 1)) if oh > h else 0
+    sx = int(rng.integers(0, ow - w + 1)) if ow > w else 0
+    ch, cw = min(oh, h), min(ow, w)
+    dy = int(rng.integers(0, h - ch + 1))
+    dx = int(rng.integers(0, w - cw + 1))
+    m = mask[sy:sy + ch, sx:sx + cw]
+    image, label = image.copy(), label.copy()
+    image[dy:dy + ch, dx:dx + cw][m] = rgb[sy:sy + ch, sx:sx + cw][m]
+    label[dy:dy + ch, dx:dx + cw][m] = outlier_label
+    return image, label
+
+
+class AnomalyMix:
+    """Callable applied to (image, label) before augmentation, with the sample's own RNG."""
+
+    def __init__(self, bank: OutlierBank, p_out: float = 0.1, outlier_label: int = 254,
+                 scale_range: tuple[float, float] = (1.0, 1.0)):
+        self.bank, self.p_out, self.outlier_label = bank, p_out, outlier_label
+        self.scale_range = scale_range
+
+    def __call__(self, image: np.ndarray, label: np.ndarray, rng: np.random.Generator):
+        if rng.random() >= self.p_out:
+            return image, label
+        obj = self.bank.objects[int(rng.integers(len(self.bank)))]
+        scale = float(rng.uniform(*self.scale_range))
+        return paste(image, label, obj, rng, self.outlier_label, scale)
