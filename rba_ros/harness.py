@@ -1,0 +1,273 @@
+"""Run and talk to the real node over DDS on this machine (tests, bench, demo).
+
+- ``ros_env(domain)``: environment for a ROS process here: LOCALHOST discovery, its own
+  ``ROS_DOMAIN_ID``, the Fast DDS shared-memory profile (big images arrive intact).
+- ``NodeProcess``: ``python -m rba_ros.perception_node --ros-args --params-file ...`` as a
+  subprocess, its log kept for failure messages.
+- ``RosClient``: a node in this process with a background executor: publishers, collecting
+  subscriptions, lifecycle and parameter service calls, ``wait_until``.
+
+Everything here sets ``ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST`` (this machine only); the node
+itself never does.
+"""
+from __future__ import annotations
+
+import itertools
+import os
+import random
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import yaml
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def fastdds_profile() -> Path:
+    """config/fastdds_shm.xml of the source tree, else of the installed package."""
+    path = REPO / "config" / "fastdds_shm.xml"
+    if path.is_file():
+        return path
+    from ament_index_python.packages import get_package_share_directory
+
+    return Path(get_package_share_directory("rba_ros")) / "config" / "fastdds_shm.xml"
+
+
+_domains = itertools.count(random.Random(os.getpid()).randrange(100))
+
+
+def ros_env(domain: int) -> dict:
+    env = dict(os.environ)
+    env.update(ROS_AUTOMATIC_DISCOVERY_RANGE="LOCALHOST", ROS_DOMAIN_ID=str(domain),
+               FASTRTPS_DEFAULT_PROFILES_FILE=str(fastdds_profile()), PYTHONUNBUFFERED="1",
+               OMP_NUM_THREADS="2", RCUTILS_COLORIZED_OUTPUT="0")
+    return env
+
+
+def next_domain() -> int:
+    """A domain id for one run: 1..100, different for consecutive calls in this process."""
+    return next(_domains) % 100 + 1
+
+
+def have_vision_msgs() -> bool:
+    try:
+        import vision_msgs.msg  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+class NodeProcess:
+    """The perception node in a subprocess with a params file built from ``params``
+    (loaded after the ``base_params`` files, so it overrides them)."""
+
+    def __init__(self, tmp_path: Path, domain: int, params: dict, name: str = "rba_perception",
+                 extra_args: list[str] | None = None, base_params: list[Path] = ()):
+        self.params_file = tmp_path / f"{name}_params.yaml"
+        self.params_file.write_text(yaml.safe_dump({name: {"ros__parameters": params}}))
+        self.log_path = tmp_path / f"{name}.log"
+        files = [a for f in [*base_params, self.params_file] for a in ("--params-file", str(f))]
+        self.cmd = [sys.executable, "-m", "rba_ros.perception_node", "--ros-args", *files,
+                    *(extra_args or [])]
+        self.env = ros_env(domain)
+        self.proc: subprocess.Popen | None = None
+
+    def __enter__(self) -> "NodeProcess":
+        self._log = open(self.log_path, "w")
+        self.proc = subprocess.Popen(self.cmd, env=self.env, stdout=self._log,
+                                     stderr=subprocess.STDOUT)
+        return self
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def log(self) -> str:
+        return self.log_path.read_text() if self.log_path.exists() else ""
+
+    def stop(self, timeout: float = 15.0) -> int | None:
+        if self.proc is None:
+            return None
+        if self.proc.poll() is None:
+            self.proc.send_signal(2)  # SIGINT: the node shuts down cleanly
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self._log.close()
+        return self.proc.returncode
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+
+class RosClient:
+    """A test-side node on its own context and domain, spun in a background thread."""
+
+    def __init__(self, domain: int, name: str = "rba_test_client"):
+        import rclpy
+        from rclpy.context import Context
+        from rclpy.executors import MultiThreadedExecutor
+
+        os.environ["FASTRTPS_DEFAULT_PROFILES_FILE"] = str(fastdds_profile())
+        os.environ["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "LOCALHOST"
+        self.context = Context()
+        rclpy.init(context=self.context, domain_id=domain)
+        self.node = rclpy.create_node(name, context=self.context)
+        self.executor = MultiThreadedExecutor(num_threads=2, context=self.context)
+        self.executor.add_node(self.node)
+        self._thread = threading.Thread(target=self._spin, daemon=True)
+        self._thread.start()
+        self.lock = threading.Lock()
+
+    def _spin(self) -> None:
+        try:
+            self.executor.spin()
+        except Exception:  # noqa: BLE001 - context shut down
+            pass
+
+    def close(self) -> None:
+        self.executor.shutdown(timeout_sec=2.0)
+        self.node.destroy_node()
+        self.context.try_shutdown()
+
+    # -- topics ---------------------------------------------------------------------------------
+    def publisher(self, msg_type, topic: str, reliable: bool = True, depth: int = 10):
+        return self.node.create_publisher(msg_type, topic, qos(reliable, depth))
+
+    def collect(self, msg_type, topic: str, reliable: bool = True, depth: int = 50,
+                transient_local: bool = False, on_msg=None) -> list:
+        """Subscribe; returns a list that fills with (receipt time.monotonic(), msg)."""
+        box: list = []
+
+        def cb(msg):
+            with self.lock:
+                box.append((time.monotonic(), msg))
+            if on_msg is not None:
+                on_msg(msg)
+
+        self.node.create_subscription(msg_type, topic, cb, qos(reliable, depth, transient_local))
+        return box
+
+    def wait_until(self, predicate, timeout: float, what: str, node: NodeProcess | None = None,
+                   period: float = 0.05):
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            value = predicate()
+            if value:
+                return value
+            if node is not None and not node.alive():
+                raise AssertionError(f"node died while waiting for {what}:\n{node.log()[-3000:]}")
+            time.sleep(period)
+        log = f"\nnode log:\n{node.log()[-3000:]}" if node is not None else ""
+        raise AssertionError(f"timed out after {timeout} s waiting for {what}{log}")
+
+    def wait_for_subscriber(self, topic: str, node: NodeProcess, timeout: float = 60.0) -> None:
+        self.wait_until(lambda: self.node.count_subscribers(topic) > 0, timeout,
+                        f"a subscriber on {topic}", node)
+
+    # -- services -------------------------------------------------------------------------------
+    def call(self, srv_type, name: str, request, timeout: float = 60.0):
+        client = self.node.create_client(srv_type, name)
+        try:
+            if not client.wait_for_service(timeout_sec=timeout):
+                raise AssertionError(f"service {name} not available")
+            future = client.call_async(request)
+            deadline = time.monotonic() + timeout
+            while not future.done() and time.monotonic() < deadline:
+                time.sleep(0.02)
+            if not future.done():
+                raise AssertionError(f"service {name} did not answer in {timeout} s")
+            return future.result()
+        finally:
+            self.node.destroy_client(client)
+
+    def lifecycle(self, node_name: str, transition: str, timeout: float = 120.0) -> bool:
+        from lifecycle_msgs.msg import Transition
+        from lifecycle_msgs.srv import ChangeState
+
+        req = ChangeState.Request()
+        req.transition.id = getattr(Transition, f"TRANSITION_{transition.upper()}")
+        return self.call(ChangeState, f"/{node_name}/change_state", req, timeout).success
+
+    def state(self, node_name: str, timeout: float = 60.0) -> str:
+        from lifecycle_msgs.srv import GetState
+
+        res = self.call(GetState, f"/{node_name}/get_state", GetState.Request(), timeout)
+        return res.current_state.label
+
+    def set_params(self, node_name: str, values: dict):
+        """[(successful, reason)] for each value (rclpy types from the Python values)."""
+        from rcl_interfaces.srv import SetParameters
+        from rclpy.parameter import Parameter
+
+        req = SetParameters.Request()
+        req.parameters = [Parameter(k, value=v).to_parameter_msg() for k, v in values.items()]
+        res = self.call(SetParameters, f"/{node_name}/set_parameters", req)
+        return [(r.successful, r.reason) for r in res.results]
+
+
+def qos(reliable: bool, depth: int, transient_local: bool = False):
+    from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
+
+    return QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=depth,
+                      reliability=ReliabilityPolicy.RELIABLE if reliable
+                      else ReliabilityPolicy.BEST_EFFORT,
+                      durability=DurabilityPolicy.TRANSIENT_LOCAL if transient_local
+                      else DurabilityPolicy.VOLATILE)
+
+
+# -- messages -----------------------------------------------------------------------------------
+def make_image(array: np.ndarray, encoding: str, frame_id: str, stamp: tuple[int, int],
+               step: int | None = None):
+    """sensor_msgs/Image from a numpy array (optional row padding up to ``step``)."""
+    from sensor_msgs.msg import Image
+
+    arr = np.ascontiguousarray(array)
+    h, w = arr.shape[:2]
+    row = arr.strides[0]
+    step = step or row
+    data = np.zeros((h, step), np.uint8)
+    data[:, :row] = arr.reshape(h, -1).view(np.uint8)
+    msg = Image(height=h, width=w, encoding=encoding, is_bigendian=0, step=step)
+    msg.header.frame_id = frame_id
+    msg.header.stamp.sec, msg.header.stamp.nanosec = stamp
+    msg.data = data.tobytes()
+    return msg
+
+
+def camera_info(frame_id: str, width: int, height: int, f: float, stamp=(0, 0)):
+    from sensor_msgs.msg import CameraInfo
+
+    msg = CameraInfo(width=width, height=height, distortion_model="plumb_bob")
+    msg.header.frame_id = frame_id
+    msg.header.stamp.sec, msg.header.stamp.nanosec = stamp
+    msg.k = [f, 0.0, width / 2.0, 0.0, f, height / 2.0, 0.0, 0.0, 1.0]
+    msg.p = [f, 0.0, width / 2.0, 0.0, 0.0, f, height / 2.0, 0.0, 0.0, 0.0, 1.0, 0.0]
+    return msg
+
+
+def now_stamp(node) -> tuple[int, int]:
+    t = node.get_clock().now().to_msg()
+    return t.sec, t.nanosec
+
+
+def image_array(msg) -> np.ndarray:
+    """sensor_msgs/Image (mono8, rgb8, 32FC1; no padding) -> numpy."""
+    dtype, ch = {"mono8": (np.uint8, 1), "rgb8": (np.uint8, 3), "32FC1": (np.float32, 1)}[
+        msg.encoding]
+    arr = np.frombuffer(msg.data, np.uint8).reshape(msg.height, msg.step)
+    arr = arr[:, : msg.width * ch * np.dtype(dtype).itemsize].copy().view(dtype)
+    return arr.reshape(msg.height, msg.width, ch) if ch > 1 else arr.reshape(msg.height, msg.width)
+
+
+def diagnostics_values(msg, camera: str) -> dict[str, str] | None:
+    """Key/values of camera ``camera``'s status in a DiagnosticArray (None when absent)."""
+    for status in msg.status:
+        if status.name.endswith(f"camera {camera}"):
+            return {kv.key: kv.value for kv in status.values}
+    return None

@@ -1,0 +1,407 @@
+"""rba_perception: cameras in; segmentation, anomaly, obstacles and a costmap cloud out.
+
+A lifecycle node (``autostart`` configures and activates it at start):
+
+- configure: read parameters, load the model / engine (rba_core.runtime), create publishers
+- activate:  publish ``labels`` (transient-local), start the inference worker, subscribe
+- deactivate: unsubscribe, stop the worker;  cleanup: free the model and publishers
+
+Each camera has a keep-latest slot (``camera.py``): the subscription callback only stores the
+newest message; a worker thread takes the newest frame of every camera when it is free, drops
+frames older than ``max_age``, decodes, runs one (batched) inference and publishes every output
+with the source image's header. Topics nobody subscribes to are not computed. Bad input is
+counted and logged (throttled), never fatal.
+
+Run: ``ros2 run rba_ros perception_node --ros-args --params-file config/perception.yaml`` or
+``python -m rba_ros.perception_node --ros-args --params-file config/perception.yaml``.
+"""
+from __future__ import annotations
+
+import os
+
+# a corrupt or hostile PNG/JPEG header must not make OpenCV allocate gigabytes
+os.environ.setdefault("OPENCV_IO_MAX_IMAGE_PIXELS", str(2 ** 26))
+os.environ.setdefault("OPENCV_LOG_LEVEL", "ERROR")  # decode failures are counted and logged by us
+
+import threading  # noqa: E402
+import time  # noqa: E402
+
+import numpy as np  # noqa: E402
+import rclpy  # noqa: E402
+from diagnostic_msgs.msg import DiagnosticArray  # noqa: E402
+from rcl_interfaces.msg import SetParametersResult  # noqa: E402
+from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor  # noqa: E402
+from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn  # noqa: E402
+from rclpy.qos import (DurabilityPolicy, HistoryPolicy, QoSProfile,  # noqa: E402
+                       ReliabilityPolicy)
+from sensor_msgs.msg import CameraInfo, CompressedImage, Image  # noqa: E402
+
+from rba_core.errors import RbaError  # noqa: E402
+from rba_core.pipeline import messages  # noqa: E402
+from rba_core.pipeline.config import PipelineConfig  # noqa: E402
+from rba_core.pipeline.image_msgs import ImageDecodeError, decode_image  # noqa: E402
+
+from .camera import CameraSlot, Pending  # noqa: E402
+from .config import NodeConfig, QosConfig  # noqa: E402
+from .conversions import message_type, to_msg  # noqa: E402
+from .diagnostics import Diagnostics  # noqa: E402
+from .params import declare_all, read_values, split_configs  # noqa: E402
+
+NODE_NAME = "rba_perception"
+SUCCESS, FAILURE = TransitionCallbackReturn.SUCCESS, TransitionCallbackReturn.FAILURE
+THROTTLE = 5.0  # seconds between repeated warnings of one kind
+
+
+def qos(cfg: QosConfig, transient_local: bool = False) -> QoSProfile:
+    return QoSProfile(
+        history=HistoryPolicy.KEEP_LAST, depth=cfg.depth,
+        reliability=(ReliabilityPolicy.RELIABLE if cfg.reliability == "reliable"
+                     else ReliabilityPolicy.BEST_EFFORT),
+        durability=(DurabilityPolicy.TRANSIENT_LOCAL if transient_local
+                    else DurabilityPolicy.VOLATILE))
+
+
+def join(*parts: str) -> str:
+    """Relative topic name from non-empty parts ('front', 'rba', 'semantic')."""
+    return "/".join(p.strip("/") for p in parts if p.strip("/"))
+
+
+def stamp_ns(stamp) -> int:
+    return int(stamp.sec) * 1_000_000_000 + int(stamp.nanosec)
+
+
+def valid_intrinsics(k) -> bool:
+    """CameraInfo.k usable for projection: finite, positive focal lengths."""
+    k = np.asarray(k, np.float64)
+    return k.shape == (9,) and bool(np.isfinite(k).all()) and k[0] > 0 and k[4] > 0
+
+
+def _guarded(transition):
+    """Transition callback wrapper: log exceptions (rclpy would swallow them) and fail cleanly."""
+    def wrapper(self, state):
+        try:
+            return transition(self, state)
+        except Exception as exc:  # noqa: BLE001 - reported, the node stays alive
+            self.get_logger().error(f"{transition.__name__} failed: {exc}")
+            return TransitionCallbackReturn.ERROR
+    wrapper.__name__ = transition.__name__
+    return wrapper
+
+
+class PerceptionNode(LifecycleNode):
+    def __init__(self, **kwargs):
+        super().__init__(NODE_NAME, **kwargs)
+        self.specs = declare_all(self)
+        self.cfg: NodeConfig | None = None
+        self.perception = None
+        self.slots: list[CameraSlot] = []
+        self.pubs: dict[str, dict] = {}       # camera -> output topic -> lifecycle publisher
+        self.label_pubs: dict[str, object] = {}
+        self.subs: list = []
+        self.active = False
+        self.max_age = 0.0
+        self.model_info: dict[str, str] = {}
+        self.diagnostics = Diagnostics(self.get_name())
+        self.diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
+        self.diag_timer = None
+        self._wake = threading.Condition()
+        self._stop = threading.Event()
+        self._worker: threading.Thread | None = None
+        self.add_on_set_parameters_callback(self._on_set_parameters)
+
+    # -- lifecycle -------------------------------------------------------------------------------
+    @_guarded
+    def on_configure(self, state: LifecycleState) -> TransitionCallbackReturn:
+        try:
+            self.cfg, pipeline_cfg = split_configs(read_values(self, self.specs))
+            self.perception = self._load(self.cfg, pipeline_cfg)
+        except RbaError as exc:
+            self.get_logger().error(f"configure failed: {exc}")
+            self.perception = None
+            return FAILURE
+        cfg = self.cfg
+        self.max_age = cfg.max_age
+        self.slots = [CameraSlot(name, transport) for name, transport in cfg.camera_specs()]
+        out_qos, labels_qos = qos(cfg.output_qos), qos(QosConfig("reliable", 1), True)
+        for slot in self.slots:
+            ns = join(slot.name, cfg.output_namespace)
+            self.pubs[slot.name] = {
+                name: self.create_lifecycle_publisher(message_type(t), join(ns, name), out_qos)
+                for name, t in messages.OUTPUT_TOPICS.items()}
+            name, t = messages.LABELS_TOPIC
+            self.label_pubs[slot.name] = self.create_lifecycle_publisher(
+                message_type(t), join(ns, name), labels_qos)
+        self.diag_timer = self.create_timer(cfg.diagnostics_period, self._publish_diagnostics)
+        self.get_logger().info(
+            f"configured: {self.model_info['backend']} backend, model {self.model_info['model']}, "
+            f"cameras {', '.join(s.name or '/' for s in self.slots)}")
+        return SUCCESS
+
+    @_guarded
+    def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
+        result = super().on_activate(state)  # enables the lifecycle publishers
+        self._publish_labels()
+        self._stop.clear()
+        self._worker = threading.Thread(target=self._run, name="rba-inference", daemon=True)
+        self._worker.start()
+        in_qos = qos(self.cfg.input_qos)
+        for slot in self.slots:
+            slot.clear()
+            compressed = slot.transport == "compressed"
+            topic = join(slot.name, self.cfg.image_topic, "compressed" if compressed else "")
+            self.subs.append(self.create_subscription(
+                CompressedImage if compressed else Image, topic,
+                lambda msg, s=slot: self._on_image(s, msg), in_qos))
+            self.subs.append(self.create_subscription(
+                CameraInfo, join(slot.name, self.cfg.camera_info_topic),
+                lambda msg, s=slot: setattr(s, "camera_info", msg), in_qos))
+        self.active = True
+        self.get_logger().info("active")
+        return result
+
+    @_guarded
+    def on_deactivate(self, state: LifecycleState) -> TransitionCallbackReturn:
+        self._deactivate()
+        return super().on_deactivate(state)
+
+    @_guarded
+    def on_cleanup(self, state: LifecycleState) -> TransitionCallbackReturn:
+        self._cleanup()
+        return super().on_cleanup(state)
+
+    @_guarded
+    def on_shutdown(self, state: LifecycleState) -> TransitionCallbackReturn:
+        self._deactivate()
+        self._cleanup()
+        return SUCCESS
+
+    def on_error(self, state: LifecycleState) -> TransitionCallbackReturn:
+        self._deactivate()
+        self._cleanup()
+        return SUCCESS  # back to unconfigured
+
+    def _deactivate(self) -> None:
+        self.active = False
+        for sub in self.subs:
+            self.destroy_subscription(sub)
+        self.subs = []
+        self._stop.set()
+        with self._wake:
+            self._wake.notify_all()
+        if self._worker is not None:
+            self._worker.join()
+            self._worker = None
+
+    def _cleanup(self) -> None:
+        for pubs in list(self.pubs.values()) + [self.label_pubs]:
+            for pub in pubs.values():
+                self.destroy_lifecycle_publisher(pub)
+        self.pubs, self.label_pubs, self.slots = {}, {}, []
+        if self.diag_timer is not None:
+            self.destroy_timer(self.diag_timer)
+            self.diag_timer = None
+        self.perception = None  # frees the backend (torch / ONNX Runtime / TensorRT)
+        self.cfg = None
+
+    def _load(self, cfg: NodeConfig, pipeline_cfg: PipelineConfig):
+        from rba_core.pipeline.perception import Perception
+        from rba_core.runtime import load_backend
+
+        if cfg.threads:
+            import torch
+            torch.set_num_threads(cfg.threads)
+        t0 = time.monotonic()
+        backend = load_backend(
+            cfg.model_path or None, cfg.backend, cfg.scores, cfg.inference, cfg.device or None,
+            cfg.fp16, input_size=tuple(cfg.input_size) if cfg.input_size else None,
+            batch_size=cfg.batch_size, threads=cfg.threads or None,
+            cache_dir=cfg.cache_dir or None)
+        perception = Perception(backend, pipeline_cfg)  # validates score and class names
+        info = backend.info
+        self.model_info = {
+            "backend": getattr(backend, "name", cfg.backend), "model": cfg.model_path or "default",
+            "classes": str(len(info.class_names)), "scores": ",".join(info.score_names),
+            "input_size": "x".join(map(str, info.input_size)) if info.input_size else "any",
+            "load_s": f"{time.monotonic() - t0:.1f}"}
+        return perception
+
+    # -- parameters ------------------------------------------------------------------------------
+    def _on_set_parameters(self, params) -> SetParametersResult:
+        """Live changes: PipelineConfig fields (validated against the model) and max_age."""
+        values = read_values(self, self.specs)
+        ours = {p.name: ([] if p.value is None else p.value) for p in params if p.name in values}
+        if not ours:  # use_sim_time, qos overrides, ...: not ours to judge
+            return SetParametersResult(successful=True)
+        values.update(ours)
+        try:
+            node_cfg, pipeline_cfg = split_configs(values)
+            if self.perception is not None:
+                self.perception.update(pipeline_cfg)
+        except RbaError as exc:
+            return SetParametersResult(successful=False, reason=str(exc))
+        self.max_age = node_cfg.max_age
+        return SetParametersResult(successful=True)
+
+    # -- input -----------------------------------------------------------------------------------
+    def _on_image(self, slot: CameraSlot, msg) -> None:
+        slot.put(msg, self.get_clock().now().nanoseconds)
+        with self._wake:
+            self._wake.notify()
+
+    def _pending(self) -> bool:
+        return any(s.peek_received() is not None for s in self.slots)
+
+    def _take(self) -> list[tuple[CameraSlot, Pending]]:
+        """Newest frame of each camera (or of the longest-waiting one), minus stale frames."""
+        ready = [s for s in self.slots if s.peek_received() is not None]
+        if ready and not self.cfg.batch_cameras:
+            ready = [min(ready, key=lambda s: s.peek_received() or 0.0)]
+        now = self.get_clock().now().nanoseconds
+        jobs = []
+        for slot in ready:
+            item = slot.take()
+            if item is None:
+                continue
+            stamp = stamp_ns(item.msg.header.stamp)
+            age = (now - (stamp if stamp > 0 else item.received_ros)) / 1e9
+            if self.max_age > 0 and age > self.max_age:
+                slot.count("dropped_stale")
+                self.get_logger().warning(
+                    f"camera {slot.name or '/'}: dropped a frame {age:.2f} s old (max_age "
+                    f"{self.max_age} s; check clock sync / use_sim_time)",
+                    throttle_duration_sec=THROTTLE)
+                continue
+            jobs.append((slot, item))
+        return jobs
+
+    def _decode(self, slot: CameraSlot, msg):
+        limit = self.cfg.max_image_pixels
+        if not isinstance(msg, CompressedImage) and int(msg.width) * int(msg.height) > limit:
+            raise ImageDecodeError(f"image too large ({msg.width}x{msg.height} > "
+                                   f"max_image_pixels {limit})")
+        rgb = decode_image(msg)
+        if rgb.shape[0] * rgb.shape[1] > limit:
+            raise ImageDecodeError(f"image too large ({rgb.shape[1]}x{rgb.shape[0]} > "
+                                   f"max_image_pixels {limit})")
+        return rgb
+
+    # -- inference worker ------------------------------------------------------------------------
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            with self._wake:
+                self._wake.wait_for(lambda: self._stop.is_set() or self._pending(), timeout=0.5)
+            if self._stop.is_set():
+                break
+            try:
+                jobs = self._take()
+                if jobs:
+                    self._process(jobs)
+            except Exception as exc:  # noqa: BLE001 - never let the worker die
+                if not self.context.ok():  # shutting down (Ctrl-C): publishers are gone
+                    break
+                self.get_logger().error(f"inference worker: {type(exc).__name__}: {exc}",
+                                        throttle_duration_sec=THROTTLE)
+
+    def _process(self, jobs: list[tuple[CameraSlot, Pending]]) -> None:
+        frames = []
+        for slot, item in jobs:
+            try:
+                frames.append((slot, item, self._decode(slot, item.msg)))
+            except Exception as exc:  # noqa: BLE001 - ImageDecodeError or a converter bug
+                slot.count("conversion_errors")
+                self.get_logger().warning(
+                    f"camera {slot.name or '/'}: cannot convert image: {exc}",
+                    throttle_duration_sec=THROTTLE)
+        if not frames:
+            return
+        t0 = time.perf_counter()
+        try:
+            results = self.perception.process([rgb for _, _, rgb in frames])
+        except Exception as exc:  # noqa: BLE001 - e.g. out of memory on a huge frame
+            for slot, _, _ in frames:
+                slot.count("processing_errors")
+            self.get_logger().error(f"inference failed: {type(exc).__name__}: {exc}",
+                                    throttle_duration_sec=THROTTLE)
+            return
+        inference_ms = (time.perf_counter() - t0) * 1e3
+        for (slot, item, rgb), result in zip(frames, results):
+            try:
+                self._publish(slot, item.msg.header, rgb, result)
+            except Exception as exc:  # noqa: BLE001
+                if not self.context.ok():
+                    return
+                slot.count("processing_errors")
+                self.get_logger().error(f"publishing failed: {type(exc).__name__}: {exc}",
+                                        throttle_duration_sec=THROTTLE)
+                continue
+            now = self.get_clock().now().nanoseconds
+            stamp = stamp_ns(item.msg.header.stamp)
+            e2e = (now - (stamp if stamp > 0 else item.received_ros)) / 1e6
+            slot.record(inference_ms, e2e, (time.monotonic() - item.received) * 1e3)
+
+    def _publish(self, slot: CameraSlot, src_header, rgb, result) -> None:
+        """Every output topic someone subscribes to, with the source image's header."""
+        pubs, p = self.pubs[slot.name], self.perception
+        hdr = messages.header((src_header.stamp.sec, src_header.stamp.nanosec),
+                              src_header.frame_id)
+        wanted = {name for name, pub in pubs.items() if pub.get_subscription_count() > 0}
+        out = {}
+        if "semantic" in wanted:
+            out["semantic"] = messages.image_msg(hdr, result.class_ids, "mono8")
+        if "anomaly" in wanted:
+            out["anomaly"] = messages.image_msg(hdr, result.anomaly, "32FC1")
+        if "semantic_color" in wanted:
+            out["semantic_color"] = messages.image_msg(hdr, p.semantic_color(rgb, result), "rgb8")
+        if "anomaly_color" in wanted:
+            out["anomaly_color"] = messages.image_msg(hdr, p.anomaly_color(rgb, result), "rgb8")
+        if "obstacles" in wanted:
+            out["obstacles"] = messages.detections_msg(hdr, result.obstacles)
+        if "obstacle_points" in wanted:
+            info = slot.camera_info
+            if info is None or not valid_intrinsics(info.k):
+                slot.count("missing_camera_info")
+                self.get_logger().warning(
+                    f"camera {slot.name or '/'}: no valid CameraInfo on "
+                    f"{join(slot.name, self.cfg.camera_info_topic)} yet: no obstacle_points",
+                    throttle_duration_sec=THROTTLE)
+            else:
+                points = p.points(result, list(info.k), (int(info.width), int(info.height)))
+                out["obstacle_points"] = messages.pointcloud_msg(hdr, points)
+        for name, data in out.items():
+            pubs[name].publish(to_msg(pubs[name].msg_type, data))
+
+    def _publish_labels(self) -> None:
+        stamp = self.get_clock().now().to_msg()
+        hdr = messages.header((stamp.sec, stamp.nanosec), "")
+        names = list(self.perception.info.class_names)
+        for pub in self.label_pubs.values():
+            pub.publish(to_msg(pub.msg_type, messages.labels_msg(
+                hdr, names, self.perception.cfg.threshold)))
+
+    def _publish_diagnostics(self) -> None:
+        state = "active" if self.active else "inactive"
+        self.diag_pub.publish(self.diagnostics.message(
+            self.get_clock().now().to_msg(), self.slots, self.active, state, self.model_info))
+
+
+def main(args=None) -> None:
+    rclpy.init(args=args)
+    node = PerceptionNode()
+    executor = SingleThreadedExecutor()
+    executor.add_node(node)
+    try:
+        if node.get_parameter("autostart").value:
+            if node.trigger_configure() == SUCCESS:
+                node.trigger_activate()
+        executor.spin()
+    except (KeyboardInterrupt, ExternalShutdownException):
+        pass
+    finally:
+        node._deactivate()
+        executor.shutdown()
+        node.destroy_node()
+        rclpy.try_shutdown()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,156 @@
+"""Post-processing: obstacle components, region filters, ground projection, Perception."""
+import math
+
+import numpy as np
+import pytest
+
+from rba_core.dataconf import ConfigError
+from rba_core.pipeline.config import GroundConfig, ObstacleConfig, PipelineConfig
+from rba_core.pipeline.geometry import obstacle_points, pixel_of, project_pixels
+from rba_core.pipeline.obstacles import find_obstacles
+
+ROAD = 3
+
+
+def scene():
+    """60x80 frame: road in the lower half, two anomalous blobs (one on the road, one in the sky)."""
+    ids = np.zeros((60, 80), np.uint8)
+    ids[30:] = ROAD
+    scores = np.full((60, 80), -1.0, np.float32)
+    scores[40:50, 30:45] = -0.1   # on the road: 10x15 = 150 px, surrounded by road
+    scores[42, 35] = 0.0          # its peak
+    scores[5:10, 5:10] = -0.2     # in the sky: 25 px
+    ids[40:50, 30:45] = 9         # the network calls the object something else
+    return scores, ids
+
+
+def test_components_boxes_and_scores():
+    scores, ids = scene()
+    res = find_obstacles(scores, ids, -0.5, [ROAD], ObstacleConfig(min_area=1))
+    assert [(o.x, o.y, o.w, o.h, o.area) for o in res.obstacles] == [(30, 40, 15, 10, 150),
+                                                                       (5, 5, 5, 5, 25)]
+    assert res.obstacles[0].score == 0.0 and res.obstacles[1].score == pytest.approx(-0.2)
+    mean = find_obstacles(scores, ids, -0.5, [ROAD], ObstacleConfig(min_area=1, score="mean"))
+    assert mean.obstacles[0].score == pytest.approx((149 * -0.1 + 0.0) / 150)
+    assert res.mask.sum() == 175
+
+
+def test_min_area_and_max_detections():
+    scores, ids = scene()
+    assert len(find_obstacles(scores, ids, -0.5, [ROAD], ObstacleConfig(min_area=26)).obstacles) == 1
+    top = find_obstacles(scores, ids, -0.5, [ROAD], ObstacleConfig(min_area=1, max_detections=1))
+    assert [o.area for o in top.obstacles] == [150] and top.mask.sum() == 150
+
+
+@pytest.mark.parametrize("region", ["adjacent", "within"])
+def test_region_filters_keep_the_road_obstacle_only(region):
+    scores, ids = scene()
+    res = find_obstacles(scores, ids, -0.5, [ROAD], ObstacleConfig(min_area=1, region=region))
+    assert [o.area for o in res.obstacles] == [150]
+
+
+def test_adjacency_distance():
+    scores, ids = scene()
+    ids[:] = 0
+    ids[20:, :] = ROAD  # the sky blob ends at row 9: 10 rows above the road
+    ids[40:50, 30:45] = 9
+    near = ObstacleConfig(min_area=1, region="adjacent", adjacency_px=11)
+    far = ObstacleConfig(min_area=1, region="adjacent", adjacency_px=9)
+    assert len(find_obstacles(scores, ids, -0.5, [ROAD], near).obstacles) == 2
+    assert len(find_obstacles(scores, ids, -0.5, [ROAD], far).obstacles) == 1
+
+
+K = np.array([[500.0, 0, 320], [0, 500.0, 240], [0, 0, 1]])
+
+
+@pytest.mark.parametrize("pitch, roll", [(0.0, 0.0), (0.2, 0.0), (0.15, 0.1)])
+def test_ground_points_land_on_the_plane(pitch, roll):
+    cfg = GroundConfig(camera_height=1.2, pitch=pitch, roll=roll, point_height=0.0, max_range=100)
+    # ground points in the level frame (y down = camera_height), rotated into the camera frame
+    cp, sp, cr, sr = math.cos(pitch), math.sin(pitch), math.cos(roll), math.sin(roll)
+    r = np.array([[1, 0, 0], [0, cp, sp], [0, -sp, cp]]) @ np.array(
+        [[cr, -sr, 0], [sr, cr, 0], [0, 0, 1]])
+    truth = np.array([[x, 1.2, z] for x in (-2.0, 0.0, 1.5) for z in (4.0, 8.0, 15.0)])
+    cam = (r.T @ truth.T).T
+    uv = np.array([pixel_of(p, K) for p in cam])
+    pts = project_pixels(uv[:, 0], uv[:, 1], K, cfg)
+    assert np.allclose(pts, cam, atol=1e-4)
+
+
+def test_points_are_lifted_and_far_or_sky_pixels_dropped():
+    cfg = GroundConfig(camera_height=1.5, point_height=0.3, max_range=10.0)
+    # a pixel below the horizon at 5 m, one at 20 m (too far), one above the horizon
+    near_v = 240 + 500 * 1.5 / 5.0
+    far_v = 240 + 500 * 1.5 / 20.0
+    pts = project_pixels(np.array([320.0, 320.0, 320.0]), np.array([near_v, far_v, 100.0]), K, cfg)
+    assert pts.shape == (1, 3)
+    assert pts[0] == pytest.approx([0.0, 1.5 - 0.3, 5.0], abs=1e-4)
+
+
+def test_obstacle_points_from_a_mask_with_stride_and_scale():
+    mask = np.zeros((48, 64), bool)
+    mask[40:44, 30:34] = True
+    cfg = GroundConfig(camera_height=1.5, stride=2, point_height=0.0, max_range=1e3)
+    pts = obstacle_points(mask, K, cfg, scale=(10.0, 10.0))  # mask is 1/10 of the camera image
+    assert len(pts) == 4
+    # every point is on the ground plane (y = camera height with zero pitch)
+    assert np.allclose(pts[:, 1], 1.5, atol=1e-5)
+    # and projects back inside the scaled mask region
+    for p in pts:
+        u, v = pixel_of(p, K)
+        assert 300 <= u <= 340 and 400 <= v <= 440
+
+
+def test_pipeline_config_errors_name_the_field():
+    with pytest.raises(ConfigError, match="^obstacles.region"):
+        PipelineConfig.from_dict({"obstacles": {"region": "road"}})
+    with pytest.raises(ConfigError, match="^ground.camera_height"):
+        PipelineConfig.from_dict({"ground": {"camera_height": 0}})
+    with pytest.raises(ConfigError, match="^overlay_alpha"):
+        PipelineConfig.from_dict({"overlay_alpha": 2})
+
+
+@pytest.fixture(scope="module")
+def perception():
+    import torch
+
+    from rba_core.model import ModelConfig, build_model
+    from rba_core.pipeline.perception import Perception
+    from rba_core.runtime.torch_backend import TorchBackend
+
+    torch.manual_seed(0)
+    model = build_model(ModelConfig.preset("tiny", decoder={"num_queries": 8}))
+    return Perception(TorchBackend(model, ["rba", "energy"], device="cpu"))
+
+
+def test_perception_outputs_at_frame_resolution(perception):
+    rng = np.random.default_rng(0)
+    frames = [rng.integers(0, 255, (70, 90, 3), dtype=np.uint8),
+              rng.integers(0, 255, (64, 64, 3), dtype=np.uint8)]
+    results = perception.process(frames)
+    for frame, res in zip(frames, results):
+        assert res.class_ids.shape == frame.shape[:2] and res.class_ids.max() < 11
+        assert res.anomaly.dtype == np.float32 and res.anomaly.shape == frame.shape[:2]
+        assert perception.semantic_color(frame, res).shape == frame.shape
+        assert perception.anomaly_color(frame, res).shape == frame.shape
+
+
+def test_perception_threshold_drives_obstacles(perception):
+    frame = np.random.default_rng(1).integers(0, 255, (64, 96, 3), dtype=np.uint8)
+    cfg = PipelineConfig(threshold=-1e9, obstacles=ObstacleConfig(min_area=1))
+    perception.update(cfg)
+    res = perception.process([frame])[0]
+    assert res.obstacles.mask.all() and len(res.obstacles.obstacles) == 1  # everything flagged
+    perception.update(PipelineConfig(threshold=1e9))
+    assert perception.process([frame])[0].obstacles.obstacles == []
+    perception.update(PipelineConfig())
+
+
+def test_perception_rejects_unknown_score_and_class(perception):
+    with pytest.raises(ConfigError, match="^score: 'msp' is not computed"):
+        perception.update(PipelineConfig(score="msp"))
+    with pytest.raises(ConfigError, match="^obstacles.drivable_classes: unknown class 'lane'"):
+        perception.update(PipelineConfig(obstacles=ObstacleConfig(drivable_classes=["lane"])))
+    perception.update(PipelineConfig(score="energy"))
+    assert perception.cfg.score == "energy"
+    perception.update(PipelineConfig())
