@@ -16,6 +16,9 @@ COMMANDS = {
     "eval": "rba_core.cli.eval",
     "train": "rba_core.cli.train",
     "finetune": "rba_core.cli.train",
+    "replay": "rba_core.cli.replay",
+    "calibrate": "rba_core.cli.replay",
+    "bag-from-images": "rba_core.cli.replay",
 }
 
 

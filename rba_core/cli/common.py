@@ -2,17 +2,11 @@
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
-import cv2
-import numpy as np
-
-from ..errors import RbaError
+from ..imageio import IMAGE_EXTS, list_images, read_image, write_image  # noqa: F401
 from ..model import MODES
 from ..runtime import BACKENDS
 from ..scoring import SCORES
-
-IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff")
 
 
 def add_model_args(p: argparse.ArgumentParser, scores_default: str = "rba") -> None:
@@ -26,38 +20,3 @@ def add_model_args(p: argparse.ArgumentParser, scores_default: str = "rba") -> N
     p.add_argument("--inference", choices=MODES, default="exact",
                    help="semantic inference: exact (reference) or fast (1/4 resolution einsum)")
     p.add_argument("--device", default=None, help="torch device (cpu, cuda); default: auto")
-
-
-def read_image(path: str | Path) -> np.ndarray:
-    """RGB uint8 [H, W, 3]; one clear error for missing or undecodable files."""
-    path = Path(path)
-    if not path.is_file():
-        raise RbaError(f"image not found: {path}")
-    bgr = cv2.imread(str(path), cv2.IMREAD_COLOR)
-    if bgr is None:
-        raise RbaError(f"cannot decode image: {path}")
-    return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
-
-
-def write_image(path: str | Path, rgb: np.ndarray) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    img = cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR) if rgb.ndim == 3 else rgb
-    if not cv2.imwrite(str(path), img):
-        raise RbaError(f"cannot write {path}")
-
-
-def list_images(inputs: list[str]) -> list[Path]:
-    """Files and folders (their images, sorted) -> image paths."""
-    out: list[Path] = []
-    for item in inputs:
-        p = Path(item)
-        if p.is_dir():
-            out.extend(sorted(f for f in p.iterdir() if f.suffix.lower() in IMAGE_EXTS))
-        elif p.is_file():
-            out.append(p)
-        else:
-            raise RbaError(f"no such file or folder: {p}")
-    if not out:
-        raise RbaError(f"no images found in {', '.join(inputs)}")
-    return out

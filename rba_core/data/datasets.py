@@ -39,11 +39,11 @@ import cv2
 import numpy as np
 
 from ..errors import RbaError
+from ..imageio import IMAGE_EXTS
 from ..model import CAMVID_CLASSES, CITYSCAPES_CLASSES
 
 log = logging.getLogger(__name__)
 
-IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff")
 VOID = 255
 
 

@@ -83,14 +83,14 @@ def markdown(report: dict) -> str:
     return "\n".join(head + [markdown_table(report), ""])
 
 
-def _plain(value):
+def json_safe(value):
     """JSON-safe: NaN/inf -> null, numpy scalars/arrays -> Python."""
     if isinstance(value, dict):
-        return {str(k): _plain(v) for k, v in value.items()}
+        return {str(k): json_safe(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
+        return [json_safe(v) for v in value]
     if isinstance(value, np.ndarray):
-        return _plain(value.tolist())
+        return json_safe(value.tolist())
     if isinstance(value, np.generic):
         value = value.item()
     if isinstance(value, float) and not math.isfinite(value):
@@ -102,6 +102,6 @@ def write_report(out: str | Path, report: dict, files: list[str]) -> list[str]:
     """Write results.json and results.md into ``out``; ``report['files']`` lists all outputs."""
     out = Path(out)
     report["files"] = list(files) + ["results.json", "results.md"]
-    (out / "results.json").write_text(json.dumps(_plain(report), indent=1, allow_nan=False))
+    (out / "results.json").write_text(json.dumps(json_safe(report), indent=1, allow_nan=False))
     (out / "results.md").write_text(markdown(report))
     return report["files"]
