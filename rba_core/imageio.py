@@ -44,3 +44,16 @@ def list_images(inputs: list[str]) -> list[Path]:
     if not out:
         raise RbaError(f"no images found in {', '.join(inputs)}")
     return out
+
+
+def parse_wxh(spec: str | None, flag: str) -> tuple[int, int] | None:
+    """'1280x720' (width x height, as users write it) -> (720, 1280); None/''/'none' -> None."""
+    if spec is None or spec.strip().lower() in ("", "none"):
+        return None
+    try:
+        w, h = (int(v) for v in spec.lower().split("x"))
+    except ValueError:
+        raise RbaError(f"{flag} must be WIDTHxHEIGHT (e.g. 1280x720), got {spec!r}") from None
+    if w <= 0 or h <= 0:
+        raise RbaError(f"{flag} must be positive, got {spec!r}")
+    return h, w

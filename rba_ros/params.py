@@ -30,7 +30,8 @@ DOCS: dict[str, tuple[str, tuple | None]] = {
     "backend": ("inference runtime; auto = TensorRT if usable, else ONNX Runtime (with "
                 "input_size or an .onnx model), else torch", None),
     "scores": ("anomaly scores the model computes; `score` can switch live between them", None),
-    "inference": ("semantic inference: exact (paper) or fast (top queries only)", None),
+    "inference": ("semantic inference: exact (paper order) or fast (class map at 1/4 "
+                  "resolution, then resized)", None),
     "device": ("torch device (cpu, cuda, cuda:1); empty = cuda when available", None),
     "fp16": ("half precision (torch autocast on CUDA, TensorRT FP16 engine)", None),
     "input_size": ("[height, width] the ONNX / TensorRT graph is exported at (frames are "

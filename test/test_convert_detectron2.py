@@ -15,7 +15,6 @@ import pytest
 import torch
 from torch.func import functional_call
 
-from rba_core.model import build_model
 from d2_synthetic import (M2F_SWIN_B_CITYSCAPES, PD, PR, SWIN_B_1DL, SWIN_L_1DL, TINY_1DL, D2Arch,
                           d2_state_dict)
 from rba_core.checkpoint import (ConversionError, convert_detectron2, infer_config_from_keys,

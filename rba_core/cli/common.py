@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import argparse
 
-from ..imageio import IMAGE_EXTS, list_images, read_image, write_image  # noqa: F401
 from ..model import MODES
 from ..runtime import BACKENDS
 from ..scoring import SCORES

@@ -6,7 +6,8 @@ import sys
 
 from ..data.datasets import DATASETS
 from ..evaluation.report import markdown_table
-from ..evaluation.runner import ALL_SCORES, PROTOCOLS, EvalConfig, parse_resize, run_eval
+from ..evaluation.runner import ALL_SCORES, PROTOCOLS, EvalConfig, run_eval
+from ..imageio import parse_wxh
 from .common import add_model_args
 
 DESCRIPTION = """\
@@ -75,7 +76,7 @@ def run(args: argparse.Namespace) -> int:
         protocol=args.protocol, backend=args.backend,
         modes=([m.strip() for m in args.inference.split(",") if m.strip()]
                if args.inference is not None else None),
-        resize=parse_resize(args.resize), device=args.device, split=args.split,
+        resize=parse_wxh(args.resize, "--resize"), device=args.device, split=args.split,
         label_map=args.label_map, task=args.task, limit=args.limit, panels=args.panels)
     report = run_eval(cfg, sys.argv[1:] if sys.argv[1:2] == ["eval"] else None)
     print(markdown_table(report))

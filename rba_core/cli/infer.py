@@ -11,7 +11,8 @@ from tqdm import tqdm
 from ..pipeline.frames import infer_frames
 from ..pipeline.visualize import blend, colorize, heatmap, palette
 from ..runtime import load_backend
-from .common import add_model_args, list_images, read_image, write_image
+from ..imageio import list_images, read_image, write_image
+from .common import add_model_args
 
 
 def add_parser(sub) -> None:

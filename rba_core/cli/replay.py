@@ -6,11 +6,11 @@ import json
 import logging
 from pathlib import Path
 
-from ..errors import RbaError
 from ..pipeline.config import PipelineConfig
 from ..pipeline.perception import Perception
 from ..replay.bags import OUTPUT_NAMESPACE, STORAGES
 from ..runtime import load_backend
+from ..imageio import parse_wxh
 from .common import add_model_args
 
 log = logging.getLogger(__name__)
@@ -40,19 +40,6 @@ example:
       --camera-info 400 400 240 180
   rba replay camvid.mcap --out out/replay --model preset:tiny --backend torch
 """
-
-
-def _size(spec: str | None, flag: str) -> tuple[int, int] | None:
-    """'480x360' (width x height) -> (360, 480); None -> None."""
-    if spec is None:
-        return None
-    try:
-        w, h = (int(v) for v in spec.lower().split("x"))
-    except ValueError:
-        raise RbaError(f"{flag} must be WIDTHxHEIGHT (e.g. 480x360), got {spec!r}") from None
-    if w <= 0 or h <= 0:
-        raise RbaError(f"{flag} must be positive, got {spec!r}")
-    return h, w
 
 
 def add_pipeline_args(p: argparse.ArgumentParser) -> None:
@@ -157,7 +144,7 @@ def load_perception(args: argparse.Namespace, extra_scores: list[str] = ()) -> P
         cfg.score = args.score
     scores = args.scores or ",".join(dict.fromkeys([cfg.score, *extra_scores]))
     backend = load_backend(args.model, args.backend, scores, args.inference, args.device,
-                           input_size=_size(args.input_size, "--input-size"),
+                           input_size=parse_wxh(args.input_size, "--input-size"),
                            batch_size=getattr(args, "batch", 1))
     return Perception(backend, cfg)
 
@@ -220,7 +207,7 @@ def run_bag_from_images(args: argparse.Namespace) -> int:
     cfg = ImagesToBag(args.folder, args.out, args.rate, args.topic, args.compressed, args.format,
                       args.quality, args.encoding, args.frame_id, args.camera_info,
                       START_SEC if args.start is None else args.start, args.limit,
-                      _size(args.resize, "--resize"), args.storage)
+                      parse_wxh(args.resize, "--resize"), args.storage)
     summary = bag_from_images(cfg)
     print(f"wrote {summary['frames']} frame(s) on {summary['topic']}"
           + (f" (+ {summary['camera_info']})" if summary["camera_info"] else "")

@@ -61,19 +61,6 @@ class EvalConfig:
     panels: int = 2                      # best and worst images drawn per run
 
 
-def parse_resize(spec: str | None) -> tuple[int, int] | None:
-    """'1280x720' (width x height) -> (720, 1280); None / 'none' -> None."""
-    if spec is None or spec.lower() in ("", "none"):
-        return None
-    try:
-        w, h = (int(v) for v in spec.lower().split("x"))
-    except ValueError:
-        raise EvalError(f"--resize must be WIDTHxHEIGHT (e.g. 1280x720), got {spec!r}") from None
-    if w <= 0 or h <= 0:
-        raise EvalError(f"--resize must be positive, got {spec!r}")
-    return h, w
-
-
 # -- prediction: image -> {mode: FrameOutputs at the image's resolution} --------------------------
 class TorchPredictor:
     """One network pass; each inference mode post-processes the same raw outputs (timed)."""
