@@ -34,6 +34,27 @@ def test_half_precision_file_is_smaller_and_close(model, tmp_path):
     assert torch.allclose(load_model(half).semantic(x), model.semantic(x), atol=5e-3)
 
 
+def test_int8_weights_are_a_quarter_and_dequantize_to_fp32(model, tmp_path):
+    full = save_model(model, tmp_path / "full.safetensors")
+    small = save_model(model, tmp_path / "int8.safetensors", int8=True)
+    assert small.stat().st_size < 0.4 * full.stat().st_size
+    stored = load_file(str(small))
+    big = [k for k, v in model.state_dict().items() if v.ndim >= 2 and v.numel() >= 4096]
+    assert big and all(stored[k].dtype == torch.int8 for k in big)
+    loaded = load_model(small)
+    for k in big:  # rounding error at most half a quantisation step per output channel
+        w, q = model.state_dict()[k], loaded.state_dict()[k]
+        step = w.abs().amax(dim=tuple(range(1, w.ndim))) / 127
+        err = (w - q).abs().amax(dim=tuple(range(1, w.ndim)))
+        assert q.dtype == torch.float32 and (err <= 0.5 * step * 1.01 + 1e-6).all(), k
+    x = torch.randint(0, 256, (1, 3, 64, 64), dtype=torch.uint8)
+    assert torch.allclose(loaded.semantic(x), model.semantic(x), atol=0.05)
+    broken = _rewrite(small, tmp_path / "broken.safetensors",
+                      lambda t, m: t.__setitem__(big[0] + "::scale", t[big[0] + "::scale"][:1]))
+    with pytest.raises(CheckpointError, match="scale"):
+        load_model(broken)
+
+
 def _rewrite(path, out, edit):
     tensors = load_file(str(path))
     from safetensors import safe_open

@@ -19,27 +19,54 @@ from ..errors import RbaError
 from ..model import Mask2Former, ModelConfig, build_model
 
 FORMAT = "rba_ros.model/1"
+SCALE = "::scale"     # suffix of the per-channel scale of an int8-stored weight
+INT8_MIN = 4096       # smaller tensors (norms, biases, embeddings) stay fp16
 
 
 class CheckpointError(RbaError, ValueError):
     """A checkpoint is missing, unreadable or does not match its architecture."""
 
 
-def save_model(model: Mask2Former, path: str | Path, *, half: bool = False,
+def save_model(model: Mask2Former, path: str | Path, *, half: bool = False, int8: bool = False,
                info: dict[str, Any] | None = None) -> Path:
-    """Write weights (fp32, or fp16 with ``half``) + config (+ free-form ``info``) to ``path``."""
+    """Write weights + config (+ free-form ``info``) to ``path``.
+
+    fp32 by default; ``half``: floating tensors in fp16; ``int8``: additionally the large
+    conv/linear weights as int8 with one fp16 scale per output channel (symmetric max-abs, stored
+    as ``<key>::scale``), a quarter of the fp32 size. Loading always gives fp32 tensors.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tensors = {}
     for key, value in model.state_dict().items():
         value = value.detach().cpu()
-        if half and value.is_floating_point():
+        if int8 and value.is_floating_point() and value.ndim >= 2 and value.numel() >= INT8_MIN:
+            scale = value.abs().amax(dim=tuple(range(1, value.ndim)), keepdim=True) / 127.0
+            scale = scale.half().float().clamp_min(1e-12)  # the scale as loaded (fp16)
+            tensors[key] = torch.round(value / scale).clamp(-127, 127).to(torch.int8)
+            tensors[key + SCALE] = scale.flatten().half()
+            continue
+        if (half or int8) and value.is_floating_point():
             value = value.half()
         tensors[key] = value.contiguous()
     meta = {"format": FORMAT, "config": json.dumps(model.cfg.to_dict()),
             "info": json.dumps(info or {})}
     save_file(tensors, str(path), metadata=meta)
     return path
+
+
+def _dequantize(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """int8 weights * per-output-channel scale -> fp32; every other floating tensor -> fp32."""
+    out = {}
+    for key, value in state.items():
+        if key.endswith(SCALE):
+            continue
+        if (scale := state.get(key + SCALE)) is not None:
+            if value.dtype != torch.int8 or scale.numel() != value.shape[0]:
+                raise CheckpointError(f"{key}: int8 weight and scale {SCALE} do not match")
+            value = value.float() * scale.float().view(-1, *[1] * (value.ndim - 1))
+        out[key] = value.float() if value.is_floating_point() else value
+    return out
 
 
 def _metadata(path: Path) -> dict[str, str]:
@@ -95,8 +122,7 @@ def load_checkpoint(path: str | Path) -> tuple[ModelConfig, dict[str, torch.Tens
         state = load_file(str(path))
     except (SafetensorError, OSError) as exc:
         raise CheckpointError(f"{path} is corrupt ({exc})") from None
-    state = {k: (v.float() if v.is_floating_point() else v) for k, v in state.items()}
-    return cfg, state, info
+    return cfg, _dequantize(state), info
 
 
 def load_model(path: str | Path, device: str | torch.device = "cpu") -> Mask2Former:
