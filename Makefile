@@ -22,7 +22,7 @@ $(STAMP): setup.py requirements/constraints.txt scripts/build_vision_msgs.sh
 	touch $(STAMP)
 
 demo: $(STAMP)
-	$(PY) -m rba_core.cli demo --out out/demo
+	$(PY) -m rba_ros.demo --out out/demo
 
 test: $(STAMP)
 	$(PY) -m pytest $(PYTEST_ARGS)

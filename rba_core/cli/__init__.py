@@ -19,6 +19,7 @@ COMMANDS = {
     "replay": "rba_core.cli.replay",
     "calibrate": "rba_core.cli.replay",
     "bag-from-images": "rba_core.cli.replay",
+    "demo": "rba_core.cli.demo",
 }
 
 
