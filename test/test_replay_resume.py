@@ -7,7 +7,6 @@ import signal
 import subprocess
 import sys
 import time
-from dataclasses import fields
 
 import numpy as np
 import pytest
@@ -20,6 +19,7 @@ from rba_core.replay.runner import ReplayConfig, run_replay
 from rba_core.replay.segments import PARTIAL, SegmentedBagWriter, read_state
 from replay_util import assert_complete_outputs, make_bag, read_bag, stamp_of, tiny_backend
 
+N = 8
 
 
 def frames_done(out) -> int:
@@ -29,10 +29,16 @@ def frames_done(out) -> int:
         return 0
 
 
+def _default_sigint():
+    # a suite started as a background job (`make test &`, nohup) inherits SIGINT ignored, and an
+    # ignored signal stays ignored across exec: give the replay the Ctrl-C a terminal would
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def start(cmd):
     env = dict(os.environ, PYTHONUNBUFFERED="1", OMP_NUM_THREADS="2")
     return subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True)
+                            stderr=subprocess.STDOUT, text=True, preexec_fn=_default_sigint)
 
 
 def interrupt_after(proc, out, frames: int, sig) -> str:
@@ -60,12 +66,8 @@ def check_prefix(out, input_stamps) -> int:
 
 
 def test_interrupt_kill_and_resume(data_dir, tmp_path):
-    # Up to ReplayConfig.queue_size (8) frames are in flight between inference and the writer, and
-    # Ctrl-C is ignored once inference has finished (the bag is being closed): with only 8 frames
-    # an idle machine can infer them all before the first segment closes. 3x keeps the run going.
-    n = 3 * next(f.default for f in fields(ReplayConfig) if f.name == "queue_size")
     bag, out = tmp_path / "in.mcap", tmp_path / "out"
-    make_bag(data_dir, bag, n)
+    make_bag(data_dir, bag, N)
     input_stamps = [stamp_of(m) for _, m in read_bag(bag)["/camera/image_raw"]]
     cmd = [sys.executable, "-m", "rba_core.cli", "replay", str(bag), "--out", str(out),
            "--model", "preset:tiny", "--backend", "torch", "--segment-frames", "1",
@@ -76,21 +78,21 @@ def test_interrupt_kill_and_resume(data_dir, tmp_path):
     text = interrupt_after(proc, out, 1, signal.SIGINT)
     assert proc.returncode == 130, text
     k1 = check_prefix(out, input_stamps)
-    assert 1 <= k1 < n and not read_state(out)["complete"]
+    assert 1 <= k1 < N and not read_state(out)["complete"]
 
     # SIGKILL mid-way through the resumed run: the closed segments are still a valid bag
     proc = start(cmd + ["--resume"])
     interrupt_after(proc, out, k1 + 1, signal.SIGKILL)
     assert proc.returncode == -signal.SIGKILL
     k2 = check_prefix(out, input_stamps)
-    assert k1 < k2 < n, "the kill did not land mid-run"
+    assert k1 < k2 < N, "the kill did not land mid-run"
 
     # --resume finishes (in this process: one model start-up less): every frame exactly once
     summary = run_replay(ReplayConfig(str(bag), str(out), resume=True, segment_frames=1,
                                       progress=False, model="preset:tiny"),
                          Perception(tiny_backend()))
-    assert summary["resumed_from"] == k2 and summary["frames"] == n - k2
-    assert check_prefix(out, input_stamps) == n
+    assert summary["resumed_from"] == k2 and summary["frames"] == N - k2
+    assert check_prefix(out, input_stamps) == N
     assert read_state(out)["complete"]
     assert not (out / ".partial").exists()
 
