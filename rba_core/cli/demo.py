@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import subprocess
 import sys
 from pathlib import Path
@@ -23,12 +24,8 @@ def add_parser(sub) -> None:
 
 
 def _have_ros() -> bool:
-    try:
-        import rclpy  # noqa: F401
-        import vision_msgs.msg  # noqa: F401
-    except ImportError:
-        return False
-    return True
+    """rclpy and vision_msgs installed (looked up, not imported: rba_core never imports rclpy)."""
+    return all(importlib.util.find_spec(name) is not None for name in ("rclpy", "vision_msgs"))
 
 
 def run(args: argparse.Namespace) -> int:
