@@ -32,7 +32,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from rba_core.evaluation.runner import parse_resize  # noqa: E402
+from rba_core.imageio import parse_wxh  # noqa: E402
 from rba_core.pipeline.config import PipelineConfig  # noqa: E402
 from rba_core.pipeline.frames import infer_frames  # noqa: E402
 from rba_core.pipeline.perception import Perception  # noqa: E402
@@ -67,7 +67,7 @@ def main() -> int:
     args = p.parse_args()
     logging.basicConfig(level=logging.WARNING)
     torch.manual_seed(0)
-    size = parse_resize(args.size)
+    size = parse_wxh(args.size, "--size")
     clip = DATA / "camvid" / "val"
     if not clip.is_dir():
         print(f"skipped: {clip} not found (set RBA_DATA_DIR)")
