@@ -396,6 +396,11 @@ def main(args=None) -> None:
         executor.spin()
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
+    except Exception:
+        # Ctrl-C shuts the context down from rclpy's signal handler; landing between the
+        # executor's checks, it surfaces as RCLError "context is not valid": a clean stop too
+        if rclpy.ok():
+            raise
     finally:
         node._deactivate()
         executor.shutdown()
