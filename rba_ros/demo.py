@@ -128,7 +128,10 @@ def run(args) -> int:
             bag = BagRecorder(out / "demo.mcap")
             rows = []
             for i, path in enumerate(frames):
-                rgb = cv2.cvtColor(cv2.imread(str(path)), cv2.COLOR_BGR2RGB)
+                bgr = cv2.imread(str(path))
+                if bgr is None:
+                    raise SystemExit(f"demo: {path} is not a readable image")
+                rgb = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
                 h, w = rgb.shape[:2]
                 now = client.node.get_clock().now().to_msg()
                 stamp = (now.sec, now.nanosec)
