@@ -20,7 +20,6 @@ from pathlib import Path
 
 os.environ["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "LOCALHOST"
 
-import cv2  # noqa: E402
 import numpy as np  # noqa: E402
 
 DEMO_FRAMES = Path(__file__).resolve().parent.parent / "rba_core" / "weights" / "demo"
@@ -91,19 +90,20 @@ class BagRecorder:
 
 
 def run(args) -> int:
-    from sensor_msgs.msg import CameraInfo, Image, PointCloud2
-    from vision_msgs.msg import Detection2DArray, LabelInfo
+    from sensor_msgs.msg import CameraInfo, Image
+    from vision_msgs.msg import LabelInfo
 
-    from rba_core.pipeline.messages import OUTPUT_TOPICS
+    from rba_core.errors import RbaError
+    from rba_core.imageio import read_image, write_image
+    from rba_core.pipeline.image_msgs import image_array
+    from rba_core.pipeline.messages import LABELS_TOPIC, OUTPUT_TOPICS, output_topic
 
-    from .harness import (NodeProcess, RosClient, camera_info, image_array, make_image,
-                          next_domain)
+    from .conversions import message_type
+    from .harness import NodeProcess, RosClient, camera_info, make_image, next_domain
 
     out = Path(args.out)
     (out / "overlays").mkdir(parents=True, exist_ok=True)
     frames = list_frames(Path(args.frames))
-    types = {"sensor_msgs/msg/Image": Image, "sensor_msgs/msg/PointCloud2": PointCloud2,
-             "vision_msgs/msg/Detection2DArray": Detection2DArray}
     params = {"cameras": [CAMERA], "model_path": args.model, "backend": args.backend,
               "max_age": 0.0}
     domain = next_domain()
@@ -116,10 +116,11 @@ def run(args) -> int:
         try:
             got: dict[str, dict] = {name: {} for name in OUTPUT_TOPICS}
             for name, t in OUTPUT_TOPICS.items():
-                client.collect(types[t], f"/{CAMERA}/rba/{name}",
+                client.collect(message_type(t), output_topic(f"/{CAMERA}", name),
                                on_msg=lambda m, n=name: got[n].__setitem__(
                                    (m.header.stamp.sec, m.header.stamp.nanosec), m))
-            labels = client.collect(LabelInfo, f"/{CAMERA}/rba/labels", transient_local=True)
+            labels = client.collect(LabelInfo, output_topic(f"/{CAMERA}", LABELS_TOPIC[0]),
+                                    transient_local=True)
             pub_img = client.publisher(Image, f"/{CAMERA}/image_raw")
             pub_info = client.publisher(CameraInfo, f"/{CAMERA}/camera_info")
             client.wait_for_subscriber(f"/{CAMERA}/image_raw", node, args.timeout)
@@ -128,10 +129,10 @@ def run(args) -> int:
             bag = BagRecorder(out / "demo.mcap")
             rows = []
             for i, path in enumerate(frames):
-                bgr = cv2.imread(str(path))
-                if bgr is None:
-                    raise SystemExit(f"demo: {path} is not a readable image")
-                rgb = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+                try:
+                    rgb = read_image(path)
+                except RbaError as exc:
+                    raise SystemExit(f"demo: {exc}") from None
                 h, w = rgb.shape[:2]
                 now = client.node.get_clock().now().to_msg()
                 stamp = (now.sec, now.nanosec)
@@ -148,11 +149,10 @@ def run(args) -> int:
                 bag.write(f"/{CAMERA}/image_raw", img, ns)
                 for name in OUTPUT_TOPICS:
                     if stamp in got[name]:
-                        bag.write(f"/{CAMERA}/rba/{name}", got[name][stamp], ns)
+                        bag.write(output_topic(f"/{CAMERA}", name), got[name][stamp], ns)
                 for name, suffix in (("semantic_color", "semantic"), ("anomaly_color", "anomaly")):
-                    arr = image_array(got[name][stamp])
-                    cv2.imwrite(str(out / "overlays" / f"{path.stem}_{suffix}.png"),
-                                cv2.cvtColor(arr, cv2.COLOR_RGB2BGR))
+                    write_image(out / "overlays" / f"{path.stem}_{suffix}.png",
+                                image_array(got[name][stamp]))
                 ids = image_array(got["semantic"][stamp])
                 counts = np.bincount(ids.ravel(), minlength=len(names))
                 top = [f"{names[k]} {100 * counts[k] / ids.size:.0f}%"

@@ -24,6 +24,11 @@ from pathlib import Path
 import numpy as np
 import yaml
 
+from rba_core.pipeline.image_msgs import image_array  # noqa: F401 (tests read outputs with it)
+from rba_core.pipeline.messages import camera_info_msg, header, image_msg
+
+from .conversions import to_msg
+
 REPO = Path(__file__).resolve().parent.parent
 
 
@@ -222,47 +227,24 @@ def qos(reliable: bool, depth: int, transient_local: bool = False):
 
 
 # -- messages -----------------------------------------------------------------------------------
-def make_image(array: np.ndarray, encoding: str, frame_id: str, stamp: tuple[int, int],
-               step: int | None = None):
-    """sensor_msgs/Image from a numpy array (optional row padding up to ``step``)."""
+def make_image(array: np.ndarray, encoding: str, frame_id: str, stamp: tuple[int, int]):
+    """sensor_msgs/Image from pixels in ``encoding``."""
     from sensor_msgs.msg import Image
 
-    arr = np.ascontiguousarray(array)
-    h, w = arr.shape[:2]
-    row = arr.strides[0]
-    step = step or row
-    data = np.zeros((h, step), np.uint8)
-    data[:, :row] = arr.reshape(h, -1).view(np.uint8)
-    msg = Image(height=h, width=w, encoding=encoding, is_bigendian=0, step=step)
-    msg.header.frame_id = frame_id
-    msg.header.stamp.sec, msg.header.stamp.nanosec = stamp
-    msg.data = data.tobytes()
-    return msg
+    return to_msg(Image, image_msg(header(stamp, frame_id), array, encoding))
 
 
 def camera_info(frame_id: str, width: int, height: int, f: float, stamp=(0, 0)):
+    """sensor_msgs/CameraInfo: focal length ``f``, principal point in the image centre."""
     from sensor_msgs.msg import CameraInfo
 
-    msg = CameraInfo(width=width, height=height, distortion_model="plumb_bob")
-    msg.header.frame_id = frame_id
-    msg.header.stamp.sec, msg.header.stamp.nanosec = stamp
-    msg.k = [f, 0.0, width / 2.0, 0.0, f, height / 2.0, 0.0, 0.0, 1.0]
-    msg.p = [f, 0.0, width / 2.0, 0.0, 0.0, f, height / 2.0, 0.0, 0.0, 0.0, 1.0, 0.0]
-    return msg
+    k = [f, 0.0, width / 2.0, 0.0, f, height / 2.0, 0.0, 0.0, 1.0]
+    return to_msg(CameraInfo, camera_info_msg(header(stamp, frame_id), k, width, height))
 
 
 def now_stamp(node) -> tuple[int, int]:
     t = node.get_clock().now().to_msg()
     return t.sec, t.nanosec
-
-
-def image_array(msg) -> np.ndarray:
-    """sensor_msgs/Image (mono8, rgb8, 32FC1; no padding) -> numpy."""
-    dtype, ch = {"mono8": (np.uint8, 1), "rgb8": (np.uint8, 3), "32FC1": (np.float32, 1)}[
-        msg.encoding]
-    arr = np.frombuffer(msg.data, np.uint8).reshape(msg.height, msg.step)
-    arr = arr[:, : msg.width * ch * np.dtype(dtype).itemsize].copy().view(dtype)
-    return arr.reshape(msg.height, msg.width, ch) if ch > 1 else arr.reshape(msg.height, msg.width)
 
 
 def diagnostics_values(msg, camera: str) -> dict[str, str] | None:

@@ -23,10 +23,10 @@ import os
 os.environ.setdefault("OPENCV_IO_MAX_IMAGE_PIXELS", str(2 ** 26))
 os.environ.setdefault("OPENCV_LOG_LEVEL", "ERROR")  # decode failures are counted and logged by us
 
+import functools  # noqa: E402
 import threading  # noqa: E402
 import time  # noqa: E402
 
-import numpy as np  # noqa: E402
 import rclpy  # noqa: E402
 from diagnostic_msgs.msg import DiagnosticArray  # noqa: E402
 from rcl_interfaces.msg import SetParametersResult  # noqa: E402
@@ -62,18 +62,12 @@ def qos(cfg: QosConfig, transient_local: bool = False) -> QoSProfile:
 
 
 def join(*parts: str) -> str:
-    """Relative topic name from non-empty parts ('front', 'rba', 'semantic')."""
+    """Relative topic name from non-empty parts ('front', 'image_raw', 'compressed')."""
     return "/".join(p.strip("/") for p in parts if p.strip("/"))
 
 
 def stamp_ns(stamp) -> int:
     return int(stamp.sec) * 1_000_000_000 + int(stamp.nanosec)
-
-
-def valid_intrinsics(k) -> bool:
-    """CameraInfo.k usable for projection: finite, positive focal lengths."""
-    k = np.asarray(k, np.float64)
-    return k.shape == (9,) and bool(np.isfinite(k).all()) and k[0] > 0 and k[4] > 0
 
 
 def _guarded(transition):
@@ -124,13 +118,14 @@ class PerceptionNode(LifecycleNode):
         self.slots = [CameraSlot(name, transport) for name, transport in cfg.camera_specs()]
         out_qos, labels_qos = qos(cfg.output_qos), qos(QosConfig("reliable", 1), True)
         for slot in self.slots:
-            ns = join(slot.name, cfg.output_namespace)
+            topic = functools.partial(messages.output_topic, slot.name,
+                                      namespace=cfg.output_namespace)
             self.pubs[slot.name] = {
-                name: self.create_lifecycle_publisher(message_type(t), join(ns, name), out_qos)
+                name: self.create_lifecycle_publisher(message_type(t), topic(name), out_qos)
                 for name, t in messages.OUTPUT_TOPICS.items()}
             name, t = messages.LABELS_TOPIC
             self.label_pubs[slot.name] = self.create_lifecycle_publisher(
-                message_type(t), join(ns, name), labels_qos)
+                message_type(t), topic(name), labels_qos)
         self.diag_timer = self.create_timer(cfg.diagnostics_period, self._publish_diagnostics)
         self.get_logger().info(
             f"configured: {self.model_info['backend']} backend, model {self.model_info['model']}, "
@@ -341,32 +336,19 @@ class PerceptionNode(LifecycleNode):
 
     def _publish(self, slot: CameraSlot, src_header, rgb, result) -> None:
         """Every output topic someone subscribes to, with the source image's header."""
-        pubs, p = self.pubs[slot.name], self.perception
+        pubs, info = self.pubs[slot.name], slot.camera_info
+        wanted = {name for name, pub in pubs.items() if pub.get_subscription_count() > 0}
         hdr = messages.header((src_header.stamp.sec, src_header.stamp.nanosec),
                               src_header.frame_id)
-        wanted = {name for name, pub in pubs.items() if pub.get_subscription_count() > 0}
-        out = {}
-        if "semantic" in wanted:
-            out["semantic"] = messages.image_msg(hdr, result.class_ids, "mono8")
-        if "anomaly" in wanted:
-            out["anomaly"] = messages.image_msg(hdr, result.anomaly, "32FC1")
-        if "semantic_color" in wanted:
-            out["semantic_color"] = messages.image_msg(hdr, p.semantic_color(rgb, result), "rgb8")
-        if "anomaly_color" in wanted:
-            out["anomaly_color"] = messages.image_msg(hdr, p.anomaly_color(rgb, result), "rgb8")
-        if "obstacles" in wanted:
-            out["obstacles"] = messages.detections_msg(hdr, result.obstacles)
-        if "obstacle_points" in wanted:
-            info = slot.camera_info
-            if info is None or not valid_intrinsics(info.k):
-                slot.count("missing_camera_info")
-                self.get_logger().warning(
-                    f"camera {slot.name or '/'}: no valid CameraInfo on "
-                    f"{join(slot.name, self.cfg.camera_info_topic)} yet: no obstacle_points",
-                    throttle_duration_sec=THROTTLE)
-            else:
-                points = p.points(result, list(info.k), (int(info.width), int(info.height)))
-                out["obstacle_points"] = messages.pointcloud_msg(hdr, points)
+        size = info and (int(info.width), int(info.height))
+        out = messages.frame_messages(
+            messages.FrameData(self.perception, hdr, rgb, result, info and info.k, size), wanted)
+        if len(out) < len(wanted):  # the outputs that need a camera model
+            slot.count("missing_camera_info")
+            self.get_logger().warning(
+                f"camera {slot.name or '/'}: no valid CameraInfo on "
+                f"{join(slot.name, self.cfg.camera_info_topic)} yet: no "
+                f"{', '.join(sorted(wanted - set(out)))}", throttle_duration_sec=THROTTLE)
         for name, data in out.items():
             pubs[name].publish(to_msg(pubs[name].msg_type, data))
 

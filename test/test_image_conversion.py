@@ -9,7 +9,8 @@ import cv2
 import numpy as np
 import pytest
 
-from rba_core.pipeline.image_msgs import ImageDecodeError, decode_image
+from rba_core.pipeline.image_msgs import (RGB_TO, ImageDecodeError, compressed_fields, decode_image,
+                                         image_array, rgb_fields)
 
 H, W = 24, 32
 PAD_BYTE = 0xAB
@@ -144,3 +145,38 @@ def test_rclpy_messages_decode_too():
     ok, png = cv2.imencode(".png", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
     cmsg = sensor_msgs.CompressedImage(format="png", data=png.tobytes())
     assert np.array_equal(decode_image(cmsg), rgb)
+
+
+@pytest.mark.parametrize("pad", [0, 5])
+def test_image_array_reads_outputs_and_masks_as_stored(pad):
+    """mono8 class ids, 32FC1 scores, big-endian mono16 and 16-bit png label masks."""
+    ids = (np.arange(H * W) % 251).astype(np.uint8).reshape(H, W)
+    assert np.array_equal(image_array(raw_msg(ids, "mono8", pad)), ids)
+    scores = np.linspace(-3, 3, H * W, dtype=np.float32).reshape(H, W)
+    out = image_array(raw_msg(scores, "32FC1", pad))
+    assert out.dtype == np.float32 and np.array_equal(out, scores)
+    labels = (np.arange(H * W) * 37 % 65536).astype(np.uint16).reshape(H, W)
+    big = raw_msg(labels.astype(">u2"), "mono16", pad)
+    big.is_bigendian = 1
+    out = image_array(big)
+    assert out.dtype == np.uint16 and np.array_equal(out, labels)
+    ok, png = cv2.imencode(".png", labels)
+    assert np.array_equal(image_array(SimpleNamespace(format="png", data=png.tobytes())), labels)
+    rgb = smooth_rgb()
+    assert np.array_equal(image_array(raw_msg(rgb, "rgb8", pad)), rgb)
+
+
+@pytest.mark.parametrize("encoding", sorted(RGB_TO))
+def test_encoded_frames_decode_back(encoding):
+    rgb = smooth_rgb()
+    want = rgb if encoding != "mono8" else np.repeat(
+        cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY)[..., None], 3, axis=2)
+    assert np.array_equal(decode_image(SimpleNamespace(**rgb_fields(rgb, encoding))), want)
+
+
+@pytest.mark.parametrize("fmt, tol", [("jpeg", 4), ("png", 0)])
+def test_compressed_frames_decode_back(fmt, tol):
+    rgb = smooth_rgb()
+    msg = SimpleNamespace(**compressed_fields(rgb, fmt))
+    assert msg.format == fmt
+    assert np.abs(decode_image(msg).astype(int) - rgb.astype(int)).mean() <= tol + 0.01

@@ -1,5 +1,6 @@
 """The node's messages: vision_msgs built into the venv, and live == replay byte for byte."""
 import json
+from types import SimpleNamespace
 import sys
 from pathlib import Path
 
@@ -83,3 +84,94 @@ def test_unknown_field_is_a_bug_not_silence():
 
     with pytest.raises(KeyError, match="no field 'colour'"):
         to_msg(message_type("sensor_msgs/msg/Image"), {"colour": 1})
+
+
+# -- one builder, one naming, one CameraInfo check for node and replay --------------------------------
+class StubPerception:
+    """Records which products were asked for (overlays and points are the costly ones)."""
+    info = SimpleNamespace(class_names=["road", "car"])
+    cfg = SimpleNamespace(threshold=0.0)
+
+    def __init__(self):
+        self.asked = []
+
+    def postprocess(self, outputs):
+        return outputs
+
+    def semantic_color(self, rgb, result):
+        self.asked.append("semantic_color")
+        return rgb
+
+    def anomaly_color(self, rgb, result):
+        self.asked.append("anomaly_color")
+        return rgb
+
+    def points(self, result, k, size):
+        self.asked.append("points")
+        return np.zeros((2, 3), np.float32)
+
+
+def frame_result():
+    return SimpleNamespace(class_ids=np.zeros((4, 6), np.uint8),
+                           anomaly=np.zeros((4, 6), np.float32),
+                           obstacles=ObstacleResult([], np.zeros((4, 6), bool),
+                                                    np.zeros((4, 6), np.int32)))
+
+
+GOOD_K = [5.0, 0.0, 3.0, 0.0, 5.0, 2.0, 0.0, 0.0, 1.0]
+BAD_KS = [None, [0.0] * 9, [float("nan")] + GOOD_K[1:], GOOD_K[:4] + [float("inf")] + GOOD_K[5:],
+          GOOD_K[:8]]
+
+
+def test_frame_messages_builds_only_what_is_wanted():
+    p = StubPerception()
+    frame = M.FrameData(p, M.header((1, 2), "cam"), np.zeros((4, 6, 3), np.uint8), frame_result(),
+                        GOOD_K, (6, 4))
+    out = M.frame_messages(frame, {"anomaly", "obstacles"})
+    assert set(out) == {"anomaly", "obstacles"} and p.asked == []
+    out = M.frame_messages(frame)
+    assert set(out) == set(M.OUTPUT_TOPICS) and sorted(p.asked) == [
+        "anomaly_color", "points", "semantic_color"]
+    assert out["anomaly"]["encoding"] == "32FC1" and out["semantic"]["encoding"] == "mono8"
+    assert all(m["header"] == {"stamp": {"sec": 1, "nanosec": 2}, "frame_id": "cam"}
+               for m in out.values())
+
+
+@pytest.mark.parametrize("k", BAD_KS, ids=["none", "zero", "nan", "inf", "short"])
+def test_no_valid_camera_info_no_obstacle_points_in_node_and_replay(k):
+    """The node's check (finite K, positive focal lengths) is the replay's too."""
+    from rba_core.replay.runner import OutputEncoder, has_intrinsics
+    from rba_core.replay.source import CameraInfo, Frame
+
+    p = StubPerception()
+    frame = M.FrameData(p, M.header((1, 2), "cam"), np.zeros((4, 6, 3), np.uint8), frame_result(),
+                        k, (6, 4))
+    assert set(M.frame_messages(frame)) == set(M.OUTPUT_TOPICS) - {"obstacle_points"}
+    assert "points" not in p.asked
+    bag_frame = Frame(0, "/front/image_raw", "sensor_msgs/msg/Image", 10, b"", (1, 2), "cam",
+                      rgb=np.zeros((4, 6, 3), np.uint8),
+                      camera=None if k is None else CameraInfo(k, (6, 4)))
+    topics = [t for t, _, _ in OutputEncoder(p).encode(bag_frame, frame_result())]
+    assert sorted(topics) == sorted(f"/front/rba/{n}" for n in M.OUTPUT_TOPICS
+                                    if n != "obstacle_points")
+    assert not has_intrinsics(bag_frame)
+
+
+@pytest.mark.parametrize("args, topic", [
+    (("front", "semantic"), "front/rba/semantic"),           # node: relative to its namespace
+    (("", "labels"), "rba/labels"),                          # node without camera namespaces
+    (("front", "anomaly", "/perception/"), "front/perception/anomaly"),
+    (("front", "anomaly", ""), "front/anomaly"),
+    (("/front", "semantic", "{camera}/rba"), "/front/rba/semantic"),  # replay: absolute
+    (("", "semantic", "{camera}/rba"), "/rba/semantic"),
+    (("/a/b", "obstacles", "/out{camera}"), "/out/a/b/obstacles"),
+])
+def test_output_topic(args, topic):
+    assert M.output_topic(*args) == topic
+
+
+def test_replay_topics_are_the_nodes_under_the_camera_namespace():
+    from rba_core.replay.bags import output_topic
+
+    assert output_topic("/front/image_raw/compressed", "anomaly") == "/front/rba/anomaly"
+    assert output_topic("/image_raw", "labels") == "/rba/labels"

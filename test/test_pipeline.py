@@ -6,7 +6,7 @@ import pytest
 
 from rba_core.dataconf import ConfigError
 from rba_core.pipeline.config import GroundConfig, ObstacleConfig, PipelineConfig
-from rba_core.pipeline.geometry import obstacle_points, pixel_of, project_pixels
+from rba_core.pipeline.geometry import obstacle_points, project_pixels
 from rba_core.pipeline.obstacles import find_obstacles
 
 ROAD = 3
@@ -61,6 +61,12 @@ def test_adjacency_distance():
 
 
 K = np.array([[500.0, 0, 320], [0, 500.0, 240], [0, 0, 1]])
+
+
+def pixel_of(point: np.ndarray, k: np.ndarray) -> tuple[float, float]:
+    """Camera-frame point -> pixel (u, v): the pinhole projection, inverse of the ground lift."""
+    p = k @ np.asarray(point, np.float64)
+    return p[0] / p[2], p[1] / p[2]
 
 
 @pytest.mark.parametrize("pitch, roll", [(0.0, 0.0), (0.2, 0.0), (0.15, 0.1)])

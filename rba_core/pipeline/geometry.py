@@ -63,8 +63,3 @@ def obstacle_points(mask: np.ndarray, k: np.ndarray, cfg: GroundConfig,
     vs = (vs * s + 0.5) * scale[1] - 0.5
     return project_pixels(us.astype(np.float64), vs.astype(np.float64), k, cfg)
 
-
-def pixel_of(point: np.ndarray, k: np.ndarray) -> tuple[float, float]:
-    """Camera-frame point -> pixel (u, v); the inverse direction, for tests and overlays."""
-    p = k @ np.asarray(point, np.float64)
-    return p[0] / p[2], p[1] / p[2]

@@ -5,7 +5,8 @@
 - ``to_message()``: the ROS-free dicts of ``pipeline.messages`` -> rosbags message objects.
 - Topic naming: an image topic ``/front/image_raw`` (or ``/front/image_raw/compressed``) belongs
   to the camera namespace ``/front``; its CameraInfo is ``/front/camera_info`` and the node's
-  outputs go to ``/front/rba/<name>`` (``OUTPUT_NAMESPACE``, overridable).
+  outputs go to ``/front/rba/<name>`` (``pipeline.messages.output_topic``; the namespace template
+  ``OUTPUT_NAMESPACE`` is overridable).
 """
 from __future__ import annotations
 
@@ -15,10 +16,11 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import RbaError
+from ..pipeline import messages
 
 IMAGE_TYPES = ("sensor_msgs/msg/Image", "sensor_msgs/msg/CompressedImage")
 CAMERA_INFO_TYPE = "sensor_msgs/msg/CameraInfo"
-OUTPUT_NAMESPACE = "{camera}/rba"  # where the node's outputs of one camera are published
+OUTPUT_NAMESPACE = "{camera}/" + messages.OUTPUT_NAMESPACE  # a camera's outputs: /CAM/rba/...
 VISION_MSGS = Path(__file__).resolve().parent.parent / "ros_msgs" / "vision_msgs" / "msg"
 STORAGES = ("mcap", "sqlite3")
 
@@ -89,9 +91,14 @@ def camera_info_topic(image_topic: str) -> str:
     return f"{camera_namespace(image_topic)}/camera_info"
 
 
+def output_topic(image_topic: str, name: str, template: str = OUTPUT_NAMESPACE) -> str:
+    """'/front/image_raw', 'semantic' -> '/front/rba/semantic' (always absolute in a bag)."""
+    return "/" + messages.output_topic(camera_namespace(image_topic), name, template).lstrip("/")
+
+
 def output_namespace(image_topic: str, template: str = OUTPUT_NAMESPACE) -> str:
-    ns = template.format(camera=camera_namespace(image_topic)).rstrip("/")
-    return ns if ns.startswith("/") else "/" + ns
+    """'/front/image_raw' -> '/front/rba'."""
+    return output_topic(image_topic, "", template)
 
 
 def resolve_topic(name: str, image_topic: str) -> str:

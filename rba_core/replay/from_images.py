@@ -16,12 +16,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import cv2
-import numpy as np
 from tqdm import tqdm
 
 from ..imageio import list_images, read_image
-from ..pipeline.image_msgs import encode_rgb
-from ..pipeline.messages import header, image_msg
+from ..pipeline.image_msgs import compressed_fields, rgb_fields
+from ..pipeline.messages import camera_info_msg, header
 from .bags import (BagError, CAMERA_INFO_TYPE, camera_info_topic, output_typestore, serialize,
                    storage_plugin, storage_suffix)
 
@@ -55,33 +54,6 @@ def intrinsics(values: list[float]) -> list[float]:
     if len(values) == 9:
         return [float(v) for v in values]
     raise BagError(f"--camera-info takes fx fy cx cy or the 9 values of K, got {len(values)}")
-
-
-def camera_info_msg(hdr: dict, k: list[float], width: int, height: int) -> dict:
-    p = [k[0], k[1], k[2], 0.0, k[3], k[4], k[5], 0.0, k[6], k[7], k[8], 0.0]
-    roi = {"x_offset": 0, "y_offset": 0, "height": 0, "width": 0, "do_rectify": False}
-    return {"header": hdr, "height": height, "width": width, "distortion_model": "plumb_bob",
-            "d": np.zeros(5), "k": np.asarray(k, np.float64),
-            "r": np.eye(3).ravel(), "p": np.asarray(p, np.float64),
-            "binning_x": 0, "binning_y": 0, "roi": roi}
-
-
-def compressed_msg(hdr: dict, rgb: np.ndarray, fmt: str, quality: int) -> dict:
-    bgr = cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR)
-    params = [cv2.IMWRITE_JPEG_QUALITY, quality] if fmt == "jpeg" else []
-    ok, buf = cv2.imencode(".jpg" if fmt == "jpeg" else ".png", bgr, params)
-    if not ok:
-        raise BagError(f"cannot encode a frame as {fmt}")
-    return {"header": hdr, "format": fmt, "data": buf.reshape(-1)}
-
-
-def raw_msg(hdr: dict, rgb: np.ndarray, encoding: str) -> dict:
-    pixels = encode_rgb(rgb, encoding)
-    if encoding in ("rgba8", "bgra8"):  # 4 channels: image_fields only knows 1- and 3-channel
-        h, w = pixels.shape[:2]
-        return {"header": hdr, "height": h, "width": w, "encoding": encoding, "is_bigendian": 0,
-                "step": w * 4, "data": pixels.reshape(-1)}
-    return image_msg(hdr, pixels, encoding)
 
 
 class _BagSink:
@@ -159,9 +131,10 @@ def bag_from_images(cfg: ImagesToBag) -> dict:
                 sink.write(camera_info_topic(topic), CAMERA_INFO_TYPE, t,
                            camera_info_msg(hdr, k, rgb.shape[1], rgb.shape[0]))
             if cfg.compressed:
-                sink.write(topic, COMPRESSED, t, compressed_msg(hdr, rgb, cfg.format, cfg.quality))
+                sink.write(topic, COMPRESSED, t,
+                           {"header": hdr, **compressed_fields(rgb, cfg.format, cfg.quality)})
             else:
-                sink.write(topic, IMAGE, t, raw_msg(hdr, rgb, cfg.encoding))
+                sink.write(topic, IMAGE, t, {"header": hdr, **rgb_fields(rgb, cfg.encoding)})
             stamps.append(t)
     finally:
         sink.close()

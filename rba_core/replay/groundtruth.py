@@ -29,6 +29,8 @@ from ..data.datasets import IMAGE_EXTS, make_lut, parse_label_map
 from ..errors import RbaError
 from ..evaluation.report import json_safe
 from ..metrics import ConfusionMatrix, PaperMetrics
+from ..pipeline.image_msgs import ImageDecodeError
+from ..pipeline.image_msgs import image_array as _image_array  # the node's mono8 / 32FC1 maps
 from ..pipeline.messages import LABELS_TOPIC
 from .bags import BagError, camera_namespace, open_reader, output_namespace, resolve_topic
 from .segments import read_state
@@ -53,19 +55,14 @@ def parse_stamp(stem: str) -> tuple[int, int] | None:
 
 def decode_mask(msg) -> np.ndarray:
     """A mask message (Image mono8/8UC1/mono16/16UC1, or CompressedImage png) -> [H, W] array."""
-    if hasattr(msg, "format"):
-        mask = cv2.imdecode(np.frombuffer(msg.data, np.uint8), cv2.IMREAD_UNCHANGED)
-        if mask is None or mask.ndim != 2:
-            raise GroundTruthError(f"mask message is not a single-channel {msg.format} image")
-        return mask
-    dtypes = {"mono8": np.uint8, "8UC1": np.uint8, "mono16": np.uint16, "16UC1": np.uint16}
-    if msg.encoding not in dtypes:
-        raise GroundTruthError(f"mask encoding {msg.encoding!r} is not a label image "
-                               f"(use mono8 / 8UC1 / mono16 / 16UC1)")
-    dtype = np.dtype(dtypes[msg.encoding]).newbyteorder(">" if msg.is_bigendian else "<")
-    h, w, step = int(msg.height), int(msg.width), int(msg.step)
-    rows = np.frombuffer(msg.data, np.uint8)[: h * step].reshape(h, step)
-    return rows[:, : w * dtype.itemsize].copy().view(dtype).astype(dtypes[msg.encoding])
+    try:
+        mask = _image_array(msg)
+    except ImageDecodeError as exc:
+        raise GroundTruthError(f"mask message: {exc}") from None
+    if mask.ndim != 2 or mask.dtype not in (np.uint8, np.uint16):
+        raise GroundTruthError(f"mask message ({getattr(msg, 'format', '') or msg.encoding}) is "
+                               f"not a label image (use mono8 / 8UC1 / mono16 / 16UC1 or png)")
+    return mask
 
 
 @dataclass
@@ -188,14 +185,6 @@ def _fit(array: np.ndarray, shape: tuple[int, int], nearest: bool) -> np.ndarray
         return array
     return cv2.resize(array, (shape[1], shape[0]),
                       interpolation=cv2.INTER_NEAREST if nearest else cv2.INTER_LINEAR)
-
-
-def _image_array(msg) -> np.ndarray:
-    """The node's own mono8 / 32FC1 outputs -> [H, W] array."""
-    dtype = np.float32 if msg.encoding == "32FC1" else np.uint8
-    h, w, step = int(msg.height), int(msg.width), int(msg.step)
-    rows = np.frombuffer(msg.data, np.uint8)[: h * step].reshape(h, step)
-    return rows[:, : w * np.dtype(dtype).itemsize].copy().view(dtype)
 
 
 def evaluate_replay(out_bag: str | Path, gt: GroundTruth, image_topics: list[str],

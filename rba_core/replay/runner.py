@@ -26,11 +26,11 @@ from tqdm import tqdm
 from ..dataconf import ConfigError, load_yaml
 from ..pipeline.config import PipelineConfig
 from ..pipeline.frames import infer_frames
-from ..pipeline.messages import (LABELS_TOPIC, OUTPUT_TOPICS, header, detections_msg, image_msg,
-                                 labels_msg, pointcloud_msg)
+from ..pipeline.messages import (LABELS_TOPIC, OUTPUT_TOPICS, FrameData, frame_messages, header,
+                                 labels_msg, valid_intrinsics)
 from ..pipeline.perception import Perception
-from .bags import (BagError, OUTPUT_NAMESPACE, image_connections, open_reader,
-                   output_namespace, output_typestore, qos_profile, serialize)
+from .bags import (BagError, OUTPUT_NAMESPACE, image_connections, open_reader, output_topic,
+                   output_typestore, qos_profile, serialize)
 from .segments import SegmentedBagWriter, read_state
 from .source import Frame, FrameReader
 
@@ -89,7 +89,7 @@ def pipeline_config_from_yaml(path: str | Path) -> PipelineConfig:
 
 
 def has_intrinsics(frame: Frame) -> bool:
-    return frame.camera is not None and frame.camera.k[0] > 0 and frame.camera.k[4] > 0
+    return frame.camera is not None and valid_intrinsics(frame.camera.k)
 
 
 class OutputEncoder:
@@ -102,36 +102,27 @@ class OutputEncoder:
 
     def topics(self, image_topic: str) -> dict[str, tuple[str, list]]:
         """Output topic -> (msgtype, QoS) for one camera."""
-        ns = output_namespace(image_topic, self.namespace)
-        out = {f"{ns}/{name}": (msgtype, qos_profile()) for name, msgtype in OUTPUT_TOPICS.items()}
-        out[f"{ns}/{LABELS_TOPIC[0]}"] = (LABELS_TOPIC[1], qos_profile(transient_local=True))
+        out = {output_topic(image_topic, name, self.namespace): (msgtype, qos_profile())
+               for name, msgtype in OUTPUT_TOPICS.items()}
+        out[output_topic(image_topic, LABELS_TOPIC[0], self.namespace)] = (
+            LABELS_TOPIC[1], qos_profile(transient_local=True))
         return out
 
     def labels(self, frame: Frame) -> tuple[str, int, memoryview]:
         """LabelInfo, once per camera before its first outputs (frame_id '' like the node)."""
-        topic = f"{output_namespace(frame.topic, self.namespace)}/{LABELS_TOPIC[0]}"
         msg = labels_msg(header(frame.stamp, ""),
                          list(self.perception.info.class_names), self.perception.cfg.threshold)
-        return topic, frame.timestamp, serialize(self.store, LABELS_TOPIC[1], msg)
+        return (output_topic(frame.topic, LABELS_TOPIC[0], self.namespace), frame.timestamp,
+                serialize(self.store, LABELS_TOPIC[1], msg))
 
     def encode(self, frame: Frame, outputs) -> list[tuple[str, int, memoryview]]:
         """Post-process one frame (obstacles, overlays, points) and serialize every output."""
-        p = self.perception
-        result = p.postprocess(outputs)
-        hdr = header(frame.stamp, frame.frame_id)
-        msgs = {
-            "semantic": image_msg(hdr, result.class_ids, "mono8"),
-            "semantic_color": image_msg(hdr, p.semantic_color(frame.rgb, result), "rgb8"),
-            "anomaly": image_msg(hdr, result.anomaly, "32FC1"),
-            "anomaly_color": image_msg(hdr, p.anomaly_color(frame.rgb, result), "rgb8"),
-            "obstacles": detections_msg(hdr, result.obstacles),
-        }
-        if has_intrinsics(frame):  # like the node: no valid CameraInfo, no ground projection
-            msgs["obstacle_points"] = pointcloud_msg(
-                hdr, p.points(result, frame.camera.k, frame.camera.size))
-        ns = output_namespace(frame.topic, self.namespace)
-        return [(f"{ns}/{name}", frame.timestamp, serialize(self.store, OUTPUT_TOPICS[name], msg))
-                for name, msg in msgs.items()]
+        cam = frame.camera
+        msgs = frame_messages(FrameData(
+            self.perception, header(frame.stamp, frame.frame_id), frame.rgb,
+            self.perception.postprocess(outputs), cam and cam.k, cam and cam.size))
+        return [(output_topic(frame.topic, name, self.namespace), frame.timestamp,
+                 serialize(self.store, OUTPUT_TOPICS[name], msg)) for name, msg in msgs.items()]
 
 
 def _put(q: queue.Queue, item, alive: threading.Thread) -> None:
