@@ -7,6 +7,7 @@ round-trips through YAML and through checkpoint metadata.
 """
 from __future__ import annotations
 
+import copy
 import dataclasses
 import types
 import typing
@@ -153,7 +154,46 @@ def load_yaml(path: str | Path) -> dict:
     return data
 
 
+def nest(flat: dict[str, Any]) -> dict:
+    """Dotted keys (ROS parameter names) -> a tree: {'a.b': 1} -> {'a': {'b': 1}}."""
+    out: dict = {}
+    for key, value in flat.items():
+        *parents, leaf = str(key).split(".")
+        d = out
+        for p in parents:
+            d = d.setdefault(p, {})
+        d[leaf] = value
+    return out
+
+
 def check(condition: bool, path: str, message: str) -> None:
     """Raise ConfigError(path, message) unless ``condition`` holds (for __post_init__ checks)."""
     if not condition:
         raise ConfigError(path, message)
+
+
+def param(default: Any, doc: str, bounds: tuple | None = None, live: bool = False) -> Any:
+    """A documented config field: ``doc``, the closed ``bounds`` (lo, hi; hi None = no upper
+    bound; on a list: every item) and ``live`` make the ROS parameter descriptors and the README
+    table of the node; ``check_bounds`` enforces the bounds."""
+    meta = {"doc": doc, "bounds": bounds, "live": live}
+    if isinstance(default, (list, dict)) or dataclasses.is_dataclass(default):
+        return dataclasses.field(default_factory=lambda: copy.deepcopy(default), metadata=meta)
+    return dataclasses.field(default=default, metadata=meta)
+
+
+def bounds_text(bounds: tuple) -> str:
+    """(1, 16) -> '[1, 16]'; (32, None) -> '>= 32'."""
+    lo, hi = (f"{v:.6g}" if isinstance(v, float) else str(v) for v in bounds)
+    return f">= {lo}" if bounds[1] is None else f"[{lo}, {hi}]"
+
+
+def check_bounds(obj: Any) -> None:
+    """ConfigError naming the first field (or list item) of ``obj`` outside its ``param`` bounds."""
+    for f in dataclasses.fields(obj):
+        if not f.metadata.get("bounds"):
+            continue
+        (lo, hi), value = f.metadata["bounds"], getattr(obj, f.name)
+        for i, v in enumerate(value) if isinstance(value, list) else [(None, value)]:
+            check(lo <= v and (hi is None or v <= hi), f.name if i is None else f"{f.name}.{i}",
+                  f"must be {'' if hi is None else 'in '}{bounds_text((lo, hi))}, got {v}")

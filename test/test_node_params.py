@@ -90,3 +90,72 @@ def test_nest_and_table():
     assert table.count("\n") == len(parameter_specs()) + 1
     assert "| `obstacles.region` | str | `\"all\"` | yes |" in table
     assert "| `model_path` | str | `\"\"` | no |" in table
+
+
+def test_readme_parameter_table_is_generated_from_the_specs():
+    """README.md's table == markdown_table() (regenerate it after changing a field's param())."""
+    lines = (REPO / "README.md").read_text().split("\n")
+    start = lines.index(markdown_table().split("\n")[0])
+    end = next(i for i in range(start, len(lines)) if not lines[i].startswith("|"))
+    assert "\n".join(lines[start:end]) == markdown_table()
+
+
+ROS_TYPES = {"bool": bool, "int": int, "float": float, "str": str}
+
+
+def test_yaml_values_have_the_ros_type_choices_and_bounds():
+    """What `--params-file` hands rclpy: a double parameter given 1 instead of 1.0 is refused."""
+    values, _ = shipped()
+    specs = {s.name: s for s in parameter_specs()}
+    for name, value in values.items():
+        spec = specs[name]
+        items = value if spec.kind.endswith("[]") else [value]
+        assert isinstance(items, list), name
+        for v in items:
+            assert type(v) is ROS_TYPES[spec.kind.removesuffix("[]")], (name, v)
+            if spec.choices:
+                assert v in spec.choices, (name, v)
+            if spec.range:
+                lo, hi = spec.range
+                assert lo <= v and (hi is None or v <= hi), (name, v)
+
+
+@pytest.mark.parametrize("values, field", [
+    ({"batch_size": 17}, "batch_size"),
+    ({"input_size": [16, 64]}, "input_size.0"),
+    ({"max_image_pixels": 64_000_001}, "max_image_pixels"),
+    ({"ground.pitch": 2.0}, "ground.pitch"),
+    ({"obstacles.max_detections": 0}, "obstacles.max_detections"),
+])
+def test_bounds_are_checked_by_the_configs(values, field):
+    """Outside a parameter's bounds: the same error from the node and from a replay config."""
+    with pytest.raises(ConfigError) as err:
+        split_configs(values)
+    assert err.value.path == field
+
+
+def test_bounds_agree_with_the_code_behind_them():
+    """The node's limits are those of the exporter and the image decoder, not looser."""
+    from types import SimpleNamespace
+
+    from rba_core.pipeline.image_msgs import ImageDecodeError, decode_image
+    from rba_core.runtime.onnx_export import ExportSpec
+
+    specs = {s.name: s for s in parameter_specs()}
+    lo, hi = specs["batch_size"].range
+    ExportSpec(64, 64, batch=hi)
+    for bad in (lo - 1, hi + 1):
+        with pytest.raises(ConfigError):
+            ExportSpec(64, 64, batch=bad)
+    side = specs["input_size"].range[0]
+    ExportSpec(side, side)
+    with pytest.raises(ConfigError):
+        ExportSpec(side - 1, side)
+    most = specs["max_image_pixels"].range[1]
+
+    def image(pixels):  # 1 row, no data: only the size check passes or fails
+        return SimpleNamespace(height=1, width=pixels, encoding="mono8", step=pixels, data=b"")
+    with pytest.raises(ImageDecodeError, match="needs"):  # size accepted, data missing
+        decode_image(image(most))
+    with pytest.raises(ImageDecodeError, match="too large"):
+        decode_image(image(most + 1))

@@ -5,58 +5,67 @@ robot runs. Everything here may change between frames (live parameter updates).
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import math
+from dataclasses import dataclass
 from typing import Literal
 
-from ..dataconf import check, from_dict, to_dict
+from ..dataconf import check, check_bounds, from_dict, param, to_dict
 
 
 @dataclass
 class ObstacleConfig:
     """Connected components of the thresholded anomaly map -> obstacle regions."""
-    min_area: int = 150                 # pixels; smaller components are dropped
-    region: Literal["all", "adjacent", "within"] = "all"
-    # adjacent: keep components within ``adjacency_px`` of a drivable pixel;
-    # within: keep only pixels inside the drivable area (holes in the road filled)
-    drivable_classes: list[str] = field(default_factory=lambda: ["road"])
-    adjacency_px: int = 15
-    score: Literal["peak", "mean"] = "peak"
-    max_detections: int = 50
+    min_area: int = param(150, "pixels; smaller anomalous components are ignored",
+                          (1, 100_000_000))
+    region: Literal["all", "adjacent", "within"] = param(
+        "all", "all; adjacent = components near a drivable pixel; within = only pixels inside "
+               "the drivable area (holes filled)")
+    drivable_classes: list[str] = param(["road"], "class names that make up the drivable area")
+    adjacency_px: int = param(15, "pixels; how near `adjacent` components must come to the "
+                                  "drivable area", (0, 10_000))
+    score: Literal["peak", "mean"] = param("peak", "detection score: peak or mean anomaly of "
+                                                   "the component")
+    max_detections: int = param(50, "largest components kept per frame", (1, 10_000))
 
     def __post_init__(self):
-        check(self.min_area >= 1, "min_area", "must be >= 1")
-        check(self.adjacency_px >= 0, "adjacency_px", "must be >= 0")
-        check(self.max_detections >= 1, "max_detections", "must be >= 1")
+        check_bounds(self)
 
 
 @dataclass
 class GroundConfig:
     """Flat ground plane relative to the camera (optical frame: x right, y down, z forward)."""
-    camera_height: float = 1.5          # metres above the ground
-    pitch: float = 0.0                  # radians, positive = camera tilted down
-    roll: float = 0.0                   # radians, positive = clockwise seen from behind
-    point_height: float = 0.2           # lift points above the ground (Nav2 height band)
-    max_range: float = 30.0             # metres; farther points are dropped
-    stride: int = 4                     # project every n-th obstacle pixel in x and y
+    camera_height: float = param(1.5, "metres of the camera above the ground plane",
+                                 (0.001, 1000.0))
+    pitch: float = param(0.0, "radians; camera tilted down is positive",
+                         (-math.pi / 2, math.pi / 2))
+    roll: float = param(0.0, "radians; clockwise seen from behind is positive",
+                        (-math.pi / 2, math.pi / 2))
+    point_height: float = param(0.2, "metres; obstacle points are lifted this far above the "
+                                     "ground so Nav2's height band keeps them", (-100.0, 100.0))
+    max_range: float = param(30.0, "metres; farther ground points are dropped",
+                             (0.001, 100_000.0))
+    stride: int = param(4, "project every n-th obstacle pixel in x and y", (1, 1024))
 
     def __post_init__(self):
-        check(self.camera_height > 0, "camera_height", "must be > 0")
-        check(self.max_range > 0, "max_range", "must be > 0")
-        check(self.stride >= 1, "stride", "must be >= 1")
+        check_bounds(self)
 
 
 @dataclass
 class PipelineConfig:
-    score: str = "rba"                  # which anomaly score drives thresholds and overlays
-    # score > threshold = anomalous; -0.18 flags 1 % of CamVid val pixels with the default model
-    threshold: float = -0.18            # (`rba calibrate`)
-    overlay_alpha: float = 0.5
-    heatmap_range: list[float] = field(default_factory=list)  # [lo, hi] for anomaly_color; [] = auto
-    obstacles: ObstacleConfig = field(default_factory=ObstacleConfig)
-    ground: GroundConfig = field(default_factory=GroundConfig)
+    score: str = param("rba", "anomaly score driving threshold, obstacles and anomaly output "
+                              "(one of scores)")
+    threshold: float = param(-0.18, "score > threshold = anomalous pixel; -0.18 flags 1 % of "
+                                    "CamVid val pixels with the embedded model (calibrate yours "
+                                    "with `rba calibrate`)")
+    overlay_alpha: float = param(0.5, "weight of the colours in semantic_color / anomaly_color",
+                                 (0.0, 1.0))
+    heatmap_range: list[float] = param([], "[lo, hi] score range of the anomaly_color heat map; "
+                                           "unset or [] = per frame 1st..99th percentile")
+    obstacles: ObstacleConfig = param(ObstacleConfig(), "")
+    ground: GroundConfig = param(GroundConfig(), "")
 
     def __post_init__(self):
-        check(0.0 <= self.overlay_alpha <= 1.0, "overlay_alpha", "must be in [0, 1]")
+        check_bounds(self)
         check(len(self.heatmap_range) in (0, 2), "heatmap_range", "needs [] or [lo, hi]")
         if len(self.heatmap_range) == 2:
             check(self.heatmap_range[0] < self.heatmap_range[1], "heatmap_range",

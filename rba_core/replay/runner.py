@@ -23,7 +23,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from ..dataconf import ConfigError, load_yaml
+from ..dataconf import ConfigError, load_yaml, nest
 from ..pipeline.config import PipelineConfig
 from ..pipeline.frames import infer_frames
 from ..pipeline.messages import (LABELS_TOPIC, OUTPUT_TOPICS, FrameData, frame_messages, header,
@@ -72,16 +72,7 @@ def pipeline_config_from_yaml(path: str | Path) -> PipelineConfig:
              if isinstance(v, dict) and isinstance(v.get("ros__parameters"), dict)]
     if nodes:
         known = set(PipelineConfig.__dataclass_fields__)
-        params: dict = {}
-        for key, value in nodes[0].items():
-            *parents, leaf = str(key).split(".")
-            if (parents[0] if parents else leaf) not in known:
-                continue
-            d = params
-            for p in parents:
-                d = d.setdefault(p, {})
-            d[leaf] = value
-        data = params
+        data = nest({k: v for k, v in nodes[0].items() if str(k).split(".")[0] in known})
     try:
         return PipelineConfig.from_dict(data)
     except ConfigError as exc:
