@@ -27,7 +27,7 @@ class ParamSpec:
     default: Any
     description: str
     read_only: bool
-    range: tuple | None = None  # (lo, hi), closed; on a list: every item (not checked by ROS)
+    range: tuple | None = None  # (lo, hi) closed, hi None = open (lists only; not ROS-checked)
 
     @property
     def choices(self) -> tuple | None:

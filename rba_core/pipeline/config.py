@@ -1,7 +1,8 @@
 """PipelineConfig: what happens after the network (thresholds, obstacle regions, ground plane).
 
 Shared by the node (as ROS parameters), ``rba replay`` and the demo, so replay measures what the
-robot runs. Everything here may change between frames (live parameter updates).
+robot runs. Everything here may change between frames (live parameter updates). Each field's
+``param`` metadata (description, bounds) is also the node's parameter descriptor and README row.
 """
 from __future__ import annotations
 
