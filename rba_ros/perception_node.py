@@ -415,7 +415,7 @@ def main(args=None) -> None:
     try:  # rclpy's own handlers would shut the context down under the running node
         from rclpy.signals import SignalHandlerOptions
         rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.NO)
-    except ImportError:
+    except (ImportError, TypeError):  # an rclpy without signal_handler_options
         rclpy.init(args=args)
         for sig in (signal.SIGINT, signal.SIGTERM):
             signal.signal(sig, lambda *_: stop.set())
