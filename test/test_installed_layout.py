@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import REPO
+from conftest import REPO, SUMMARY
 
 EXECUTABLES = ("perception_node", "rba")
 SHARE = ("package.xml", "launch/perception.launch.py", "config/perception.yaml",
@@ -112,7 +112,7 @@ def colcon_install(tmp_path_factory):
                         "--event-handlers", "console_direct-"], cwd=ws, env=env,
                        capture_output=True, text=True, timeout=900)
     seconds = time.monotonic() - t0
-    print(f"\ncolcon build --packages rba_ros: {seconds:.1f} s")
+    SUMMARY.append(f"colcon build of rba_ros into a fresh workspace: {seconds:.1f} s")
     assert r.returncode == 0, (r.stdout + r.stderr)[-4000:]
     return ws / "install" / "rba_ros", seconds
 

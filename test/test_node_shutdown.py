@@ -12,6 +12,7 @@ import time
 import numpy as np
 import pytest
 
+from conftest import SUMMARY
 from rba_ros.harness import NodeProcess, RosClient, have_vision_msgs, make_image, next_domain, now_stamp
 
 pytest.importorskip("rclpy")
@@ -47,10 +48,8 @@ def client():
         yield domain, c
     finally:
         c.close()
-        if RESULTS:  # the matrix, for the report (pytest -s)
-            print("\nshutdown: case -> exit code, seconds from the first signal")
-            for name, (rc, seconds) in RESULTS.items():
-                print(f"  {name:28s} -> {rc}, {seconds:.2f} s")
+        SUMMARY.extend(f"shutdown {name:28s} -> exit {rc}, {seconds:.2f} s after the first signal"
+                       for name, (rc, seconds) in RESULTS.items())
 
 
 @pytest.mark.parametrize("case", list(CASES))
