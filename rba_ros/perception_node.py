@@ -54,6 +54,7 @@ from .params import declare_all, read_values, split_configs  # noqa: E402
 NODE_NAME = "rba_perception"
 SUCCESS, FAILURE = TransitionCallbackReturn.SUCCESS, TransitionCallbackReturn.FAILURE
 THROTTLE = 5.0  # seconds between repeated warnings of one kind
+STOP_WAIT = 1.5  # seconds a stopping process waits for the frame in flight (big models on CPU)
 
 
 def qos(cfg: QosConfig, transient_local: bool = False) -> QoSProfile:
@@ -191,7 +192,8 @@ class PerceptionNode(LifecycleNode):
         self._cleanup()
         return SUCCESS  # back to unconfigured
 
-    def _deactivate(self) -> None:
+    def _deactivate(self, wait: float | None = None) -> None:
+        """Unsubscribe, stop the worker (waiting at most ``wait`` s for the frame in flight)."""
         self.active = False
         self.bond.stop()
         for sub in self.subs:
@@ -201,7 +203,10 @@ class PerceptionNode(LifecycleNode):
         with self._wake:
             self._wake.notify_all()
         if self._worker is not None:
-            self._worker.join()
+            self._worker.join(wait)
+            if self._worker.is_alive():
+                self.get_logger().warning(f"inference still running after {wait} s: stopping "
+                                          "without its outputs")
             self._worker = None
 
     def _cleanup(self) -> None:
@@ -410,8 +415,8 @@ def main(args=None) -> None:
     teardown of torch and timm takes seconds (1.9 s and 4.4 s measured on a loaded 2-core
     machine), longer than ros2 launch waits before it escalates."""
     stop = threading.Event()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, lambda *_: stop.set())
+    previous = {sig: signal.signal(sig, lambda *_: stop.set())
+                for sig in (signal.SIGINT, signal.SIGTERM)}
     try:  # rclpy's own handlers would shut the context down under the running node
         from rclpy.signals import SignalHandlerOptions
         rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.NO)
@@ -427,7 +432,7 @@ def main(args=None) -> None:
         if node.get_parameter("autostart").value and not stop.is_set():
             if node.trigger_configure() == SUCCESS and not stop.is_set():
                 node.trigger_activate()
-        while not stop.is_set():  # Python runs the signal handlers between these waits
+        while not stop.is_set() and rclpy.ok():  # signal handlers run between these waits
             executor.spin_once(timeout_sec=0.1)
     except ExternalShutdownException:  # the context was shut down by someone else
         pass
@@ -436,12 +441,14 @@ def main(args=None) -> None:
             raise
     finally:
         if node is not None:
-            node._deactivate()
+            node._deactivate(wait=STOP_WAIT)
         if executor is not None:
             executor.shutdown()
         if node is not None:
             node.destroy_node()
         rclpy.try_shutdown()
+        for sig, handler in previous.items():  # called in-process (tests): give them back
+            signal.signal(sig, handler)
     if args is None:
         logging.shutdown()
         sys.stdout.flush()
