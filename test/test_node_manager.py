@@ -114,7 +114,7 @@ def test_bond_formed_on_activate_broken_on_deactivate(ros, tmp_path):
     (fake / "bondpy" / "bondpy.py").write_text(FAKE_BONDPY)
     log = tmp_path / "bond.log"
     env = {"PYTHONPATH": f"{fake}:{REPO}", "FAKE_BOND_LOG": str(log)}
-    with NodeProcess(tmp_path, domain, {**TINY, "autostart": False}, env=env) as node:
+    with NodeProcess(tmp_path, domain, {**TINY, "autostart": False}, env=env):
         assert c.lifecycle("rba_perception", "configure", timeout=120)
         assert not log.exists()  # nav2 forms the bond after activate
         assert c.lifecycle("rba_perception", "activate")
