@@ -1,9 +1,14 @@
 """/diagnostics for the node: one DiagnosticStatus per camera, plus one for the model.
 
+Status names start with the node's fully-qualified name (``/robot1/rba_perception: model``), so
+namespaced nodes do not collide. The model status is published from node start: OK with the
+lifecycle state, ERROR with the reason after a failed configure.
+
 Per camera: input and output rate, inference latency, end-to-end latency (header stamp ->
 outputs published) and node latency (receipt -> published), frames received / processed /
 dropped (replaced by a newer one, too old), conversion and processing errors. WARN while a camera
-is silent or when errors or stale drops happened in the last period.
+is silent, when errors or stale drops happened in the last period, or when frames went without a
+valid CameraInfo (no obstacle_points).
 """
 from __future__ import annotations
 
@@ -41,6 +46,9 @@ class Diagnostics:
             problems.append(f"{new['processing_errors']} failed frames")
         if new["dropped_stale"]:
             problems.append(f"{new['dropped_stale']} frames too old")
+        if new["missing_camera_info"]:
+            problems.append(f"{new['missing_camera_info']} frames without a valid CameraInfo "
+                            "(no obstacle_points)")
         level = DiagnosticStatus.WARN if problems else DiagnosticStatus.OK
         message = "; ".join(problems) if problems else (
             f"{w.output_hz:.1f} Hz, {_ms(w.e2e_ms[0])} ms end-to-end" if active else "inactive")
@@ -60,15 +68,17 @@ class Diagnostics:
             message=message, hardware_id=slot.name or "camera",
             values=[KeyValue(key=k, value=v) for k, v in values.items()])
 
-    def model_status(self, state: str, info: dict[str, str]) -> DiagnosticStatus:
-        return DiagnosticStatus(level=DiagnosticStatus.OK, name=f"{self.node_name}: model",
-                                message=state, hardware_id="rba_perception",
-                                values=[KeyValue(key=k, value=str(v)) for k, v in info.items()])
+    def model_status(self, state: str, info: dict[str, str], error: str = "") -> DiagnosticStatus:
+        return DiagnosticStatus(
+            level=DiagnosticStatus.ERROR if error else DiagnosticStatus.OK,
+            name=f"{self.node_name}: model", message=f"{state}: {error}" if error else state,
+            hardware_id="rba_perception",
+            values=[KeyValue(key=k, value=str(v)) for k, v in {"state": state, **info}.items()])
 
     def message(self, stamp, slots: list[CameraSlot], active: bool, state: str,
-                info: dict[str, str]) -> DiagnosticArray:
+                info: dict[str, str], error: str = "") -> DiagnosticArray:
         msg = DiagnosticArray()
         msg.header.stamp = stamp
-        msg.status = [self.model_status(state, info)] + [self.camera_status(s, active)
+        msg.status = [self.model_status(state, info, error)] + [self.camera_status(s, active)
                                                            for s in slots]
         return msg

@@ -68,17 +68,19 @@ def have_vision_msgs() -> bool:
 
 class NodeProcess:
     """The perception node in a subprocess with a params file built from ``params``
-    (loaded after the ``base_params`` files, so it overrides them)."""
+    (loaded after the ``base_params`` files, so it overrides them). ``command`` replaces
+    ``python -m rba_ros.perception_node`` (an installed executable), ``env`` adds variables."""
 
     def __init__(self, tmp_path: Path, domain: int, params: dict, name: str = "rba_perception",
-                 extra_args: list[str] | None = None, base_params: list[Path] = ()):
+                 extra_args: list[str] | None = None, base_params: list[Path] = (),
+                 command: list[str] | None = None, env: dict | None = None):
         self.params_file = tmp_path / f"{name}_params.yaml"
         self.params_file.write_text(yaml.safe_dump({name: {"ros__parameters": params}}))
         self.log_path = tmp_path / f"{name}.log"
         files = [a for f in [*base_params, self.params_file] for a in ("--params-file", str(f))]
-        self.cmd = [sys.executable, "-m", "rba_ros.perception_node", "--ros-args", *files,
-                    *(extra_args or [])]
-        self.env = ros_env(domain)
+        self.cmd = [*(command or [sys.executable, "-m", "rba_ros.perception_node"]),
+                    "--ros-args", *files, *(extra_args or [])]
+        self.env = {**ros_env(domain), **(env or {})}
         self.proc: subprocess.Popen | None = None
 
     def __enter__(self) -> "NodeProcess":

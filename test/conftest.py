@@ -16,6 +16,14 @@ import torch  # noqa: E402
 torch.set_num_threads(2)
 
 REPO = Path(__file__).resolve().parent.parent
+SUMMARY: list[str] = []  # measured steps (colcon build time, shutdown matrix), shown after the run
+
+
+def pytest_terminal_summary(terminalreporter):
+    if SUMMARY:
+        terminalreporter.write_sep("-", "measured")
+        for line in SUMMARY:
+            terminalreporter.write_line(line)
 
 
 def pytest_addoption(parser):

@@ -112,19 +112,20 @@ def test_failed_configure_leaves_the_node_alive_and_unconfigured(nodes):
 
 @pytest.mark.parametrize("shut_down", [True, False], ids=["ctrl-c-mid-spin", "real-error"])
 def test_main_treats_an_invalidated_context_as_a_clean_stop(monkeypatch, shut_down):
-    """Ctrl-C can land between the executor's checks: rclpy then raises RCLError ("context is not
-    valid") instead of ExternalShutdownException. main() must exit cleanly then, and only then."""
+    """A context shut down under the node (by another part of the process) can surface as
+    RCLError ("context is not valid") instead of ExternalShutdownException. main() must exit
+    cleanly then, and only then."""
     import rclpy
     from rclpy.executors import SingleThreadedExecutor
 
     from rba_ros import perception_node
 
-    def spin(self):
+    def spin_once(self, timeout_sec=None):
         if shut_down:
             rclpy.shutdown()
         raise RuntimeError("failed to initialize wait set: the given context is not valid")
 
-    monkeypatch.setattr(SingleThreadedExecutor, "spin", spin)
+    monkeypatch.setattr(SingleThreadedExecutor, "spin_once", spin_once)
     monkeypatch.setenv("ROS_DOMAIN_ID", str(next_domain()))
     args = ["rba_perception", "--ros-args", "-p", "autostart:=false"]
     if shut_down:

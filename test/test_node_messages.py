@@ -29,6 +29,8 @@ def test_installed_vision_msgs_type_hashes():
     """rosidl's type descriptions of the venv's vision_msgs == the real package's RIHS01 hashes."""
     if not INSTALLED.is_dir():
         pytest.skip(f"{INSTALLED} missing (bash scripts/build_vision_msgs.sh VENV)")
+    if not any(INSTALLED.glob("*.json")):
+        pytest.skip("no type descriptions: they (and type hashes) are Jazzy and later")
     found = {}
     for path in INSTALLED.glob("*.json"):
         for entry in json.loads(path.read_text())["type_hashes"]:

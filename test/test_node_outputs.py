@@ -159,6 +159,8 @@ def test_output_types_have_the_real_vision_msgs_hashes(rig):
                            ("/cam0/rba/labels", "vision_msgs/msg/LabelInfo")]:
         infos = rig.client.wait_until(
             lambda: rig.client.node.get_publishers_info_by_topic(topic), 30, topic)
+        if not hasattr(infos[0], "topic_type_hash"):
+            pytest.skip("type hashes are Jazzy and later (Humble's rclpy has none)")
         assert str(infos[0].topic_type_hash) == expected[msgtype]
 
 

@@ -38,7 +38,7 @@ from typing import Callable, Iterator, NamedTuple
 import cv2
 import numpy as np
 
-from ..errors import RbaError
+from ..errors import RbaError, require
 from ..imageio import IMAGE_EXTS
 from ..model import CAMVID_CLASSES, CITYSCAPES_CLASSES
 
@@ -209,8 +209,7 @@ def smiyc(root: str | Path, track: str = "anomaly", **_) -> SegmentationDataset:
 
 
 def _cityscapes_lut() -> np.ndarray:
-    from cityscapesscripts.helpers.labels import labels
-
+    labels = require("cityscapesscripts.helpers.labels", "eval").labels
     return make_lut({lb.id: (lb.trainId if 0 <= lb.trainId < 255 else VOID)
                      for lb in labels if 0 <= lb.id < 256})
 

@@ -21,7 +21,7 @@ import torch
 from tqdm import tqdm
 
 from ..data.datasets import Sample, SegmentationDataset, open_dataset
-from ..errors import RbaError
+from ..errors import RbaError, require
 from ..metrics import (ComponentMetrics, ConfusionMatrix, PaperMetrics, SmiycPixelMetrics,
                        frame_average_precision)
 from ..model import MODES, padded_size, semantic_inference
@@ -267,6 +267,7 @@ def load_dataset(cfg: EvalConfig) -> SegmentationDataset:
 
 def run_eval(cfg: EvalConfig, argv: list[str] | None = None) -> dict:
     """Evaluate, write results.json / results.md / plots into ``cfg.out``; return the report."""
+    require("matplotlib", "eval")
     dataset = load_dataset(cfg)
     protocol = _check(cfg, dataset)
     out = Path(cfg.out)

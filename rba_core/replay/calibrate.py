@@ -18,7 +18,7 @@ import numpy as np
 import yaml
 from tqdm import tqdm
 
-from ..errors import RbaError
+from ..errors import RbaError, require
 from ..metrics import CountTable
 from ..pipeline.frames import infer_frames
 from ..pipeline.perception import Perception
@@ -138,6 +138,7 @@ def collect_scores(cfg: CalibrationConfig, perception: Perception, ids: list[int
 
 def calibrate(cfg: CalibrationConfig, perception: Perception) -> dict:
     """Find the threshold; write the YAML snippet, a JSON summary and the curve PNG."""
+    require("matplotlib", "eval")  # before the long pass over the bag, not after it
     if not 0.0 < cfg.target_fpr < 1.0:
         raise CalibrationError(f"--target-fpr must be in (0, 1), got {cfg.target_fpr}")
     if Path(cfg.out).suffix.lower() not in (".yaml", ".yml"):

@@ -15,7 +15,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from ..errors import RbaError
+from ..errors import RbaError, require
 
 log = logging.getLogger(__name__)
 
@@ -98,9 +98,7 @@ def load_yolo_objects(root: Path, min_side: int) -> list[tuple[str, callable]]:
 
 def load_coco_objects(annotations: Path, images: Path, min_side: int) -> list[tuple[str, callable]]:
     """Filtered COCO sources (pycocotools) as (name, loader) pairs."""
-    from pycocotools.coco import COCO
-
-    coco = COCO(str(annotations))
+    coco = require("pycocotools.coco", "train").COCO(str(annotations))
     excluded = {c["id"] for c in coco.loadCats(coco.getCatIds()) if c["name"] in EXCLUDED_NAMES}
     sources = []
     for img in coco.loadImgs(sorted(coco.getImgIds())):

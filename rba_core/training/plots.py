@@ -4,10 +4,12 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from ..errors import require
+
 
 def plot_metrics(jsonl: Path, out: Path) -> Path | None:
     """Total/class/mask/dice (+RbA) losses and val mIoU against iterations -> PNG."""
-    import matplotlib
+    matplotlib = require("matplotlib", "train")
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
