@@ -10,7 +10,8 @@ from ..model import Mask2Former, ModelConfig, build_model
 from ..scoring import parse_scores
 from .base import Backend, BackendError
 from .engine_cache import cache_root
-from .onnx_export import ExportSpec, export_onnx, file_sha256
+from ..files import file_sha256
+from .onnx_export import ExportSpec, export_onnx
 from .trt_backend import trt_unavailable_reason
 
 log = logging.getLogger(__name__)

@@ -22,10 +22,11 @@ from pathlib import Path
 
 import numpy as np
 
+from ..files import file_sha256
 from .base import BackendError, InferenceResult, check_images
 from .engine_cache import EngineCache, EngineKey
 from .graph import OUTPUT_NAMES
-from .onnx_export import INPUT_NAME, file_sha256, info_from_metadata, load_onnx
+from .onnx_export import INPUT_NAME, info_from_metadata, load_onnx
 from .ort_backend import select_scores, to_result
 
 log = logging.getLogger(__name__)
