@@ -1,4 +1,4 @@
-"""Class names and colours of the datasets we train on (no torch: datasets and models share them)."""
+"""Class names and colours of the datasets we train on (shared by dataset readers and models)."""
 
 CITYSCAPES_CLASSES = [
     "road", "sidewalk", "building", "wall", "fence", "pole", "traffic light", "traffic sign",

@@ -30,10 +30,14 @@ class InferenceGraph(nn.Module):
 
     def semantic(self, images: torch.Tensor) -> torch.Tensor:
         """[B,3,H,W] -> L(x) [B,K,H,W]."""
-        out = self.model(images, with_aux=False)
-        h, w = int(images.shape[-2]), int(images.shape[-1])
+        return self.to_semantic(self.model(images, with_aux=False), images.shape[-2:])
+
+    def to_semantic(self, out: dict, size, mode: str | None = None) -> torch.Tensor:
+        """The network's raw outputs -> L(x) [B,K,H,W] at ``size`` (H, W), in ``mode``."""
+        h, w = int(size[0]), int(size[1])
         return semantic_inference(out["pred_logits"], out["pred_masks"], (h, w),
-                                  padded_size(h, w, self.model.cfg.size_divisibility), self.mode)
+                                  padded_size(h, w, self.model.cfg.size_divisibility),
+                                  mode or self.mode)
 
     def heads(self, sem: torch.Tensor):
         """L(x) [B,K,H,W] -> the three outputs."""

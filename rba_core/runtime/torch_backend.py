@@ -1,6 +1,8 @@
 """Eager PyTorch backend (CPU or CUDA): any input size, the reference for the other backends."""
 from __future__ import annotations
 
+import time
+
 import numpy as np
 import torch
 
@@ -24,12 +26,41 @@ class TorchBackend:
         self.info = ModelInfo(list(cfg.class_names), [list(c) for c in cfg.colors],
                               list(score_names), mode, config=cfg.to_dict())
 
-    @torch.inference_mode()
-    def infer(self, images: np.ndarray) -> InferenceResult:
+    def _input(self, images: np.ndarray) -> torch.Tensor:
         images = check_images(images, self.info)
-        x = torch.from_numpy(images).to(self.device, non_blocking=True)
-        with torch.autocast(self.device.type, dtype=torch.float16, enabled=self.fp16):
-            class_ids, confidence, scores = self.graph(x)
+        return torch.from_numpy(images).to(self.device, non_blocking=True)
+
+    def _autocast(self):
+        return torch.autocast(self.device.type, dtype=torch.float16, enabled=self.fp16)
+
+    def _result(self, class_ids, confidence, scores) -> InferenceResult:
         scores = scores.float().cpu().numpy()
         return InferenceResult(class_ids.cpu().numpy(), confidence.float().cpu().numpy(),
                                {n: scores[:, i] for i, n in enumerate(self.info.score_names)})
+
+    @torch.inference_mode()
+    def infer(self, images: np.ndarray) -> InferenceResult:
+        x = self._input(images)
+        with self._autocast():
+            outputs = self.graph(x)
+        return self._result(*outputs)
+
+    @torch.inference_mode()
+    def infer_modes(self, images: np.ndarray, modes: list[str]) -> dict[str, InferenceResult]:
+        """One network pass; each inference mode post-processes the same raw outputs (timed)."""
+        x = self._input(images)
+        t0 = time.perf_counter()
+        with self._autocast():
+            raw = self.graph.model(x, with_aux=False)
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        network_s = time.perf_counter() - t0
+        results = {}
+        for mode in modes:
+            t0 = time.perf_counter()
+            with self._autocast():
+                outputs = self.graph.heads(self.graph.to_semantic(raw, x.shape[-2:], mode))
+            results[mode] = self._result(*outputs)
+            results[mode].timing = {"network_s": network_s,
+                                    "postprocess_s": time.perf_counter() - t0}
+        return results
