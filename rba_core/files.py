@@ -19,10 +19,8 @@ def fsync(path: str | Path) -> None:
 
 @contextlib.contextmanager
 def atomic_path(path: str | Path, sync: bool = False) -> Iterator[Path]:
-    """Yield a temporary path beside ``path`` to write; it replaces ``path`` only on success.
-
-    ``sync``: fsync the file before the rename (data on disk before it becomes visible).
-    """
+    """A temporary path beside ``path`` to write; it replaces ``path`` only if the block succeeds
+    (``sync``: fsync'ed first)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
@@ -35,14 +33,12 @@ def atomic_path(path: str | Path, sync: bool = False) -> Iterator[Path]:
         tmp.unlink(missing_ok=True)
 
 
-def atomic_write(path: str | Path, data: bytes | str) -> None:
-    """Write ``data`` (bytes, or text as UTF-8) to ``path`` atomically."""
+def atomic_write(path: str | Path, data: bytes) -> None:
     with atomic_path(path) as tmp:
-        tmp.write_bytes(data.encode() if isinstance(data, str) else data)
+        tmp.write_bytes(data)
 
 
 def file_sha256(path: str | Path) -> str:
-    """Hex sha256 of a file's bytes, read in 4 MiB blocks."""
     digest = hashlib.sha256()
     with open(path, "rb") as f:
         for block in iter(lambda: f.read(1 << 22), b""):

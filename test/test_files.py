@@ -8,7 +8,7 @@ from rba_core.files import atomic_path, atomic_write, file_sha256
 
 def test_atomic_write_replaces_only_on_success(tmp_path):
     path = tmp_path / "sub" / "state.json"
-    atomic_write(path, "first")
+    atomic_write(path, b"first")
     assert path.read_text() == "first"
     with pytest.raises(RuntimeError):
         with atomic_path(path, sync=True) as tmp:

@@ -70,11 +70,9 @@ def add_parser(sub) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    cfg = config_from_args(
-        EvalConfig, args, scores=[s.strip() for s in args.scores.split(",") if s.strip()],
-        modes=([m.strip() for m in args.inference.split(",") if m.strip()]
-               if args.inference is not None else None),
-        resize=parse_wxh(args.resize, "--resize"))
+    cfg = config_from_args(EvalConfig, args, resize=parse_wxh(args.resize, "--resize"),
+                           modes=([m.strip() for m in args.inference.split(",") if m.strip()]
+                                  if args.inference is not None else None))
     report = run_eval(cfg, sys.argv[1:] if sys.argv[1:2] == ["eval"] else None)
     print(markdown_table(report))
     print(f"wrote {', '.join(report['files'])} to {args.out}")

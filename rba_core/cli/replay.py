@@ -189,8 +189,7 @@ def run_calibrate(args: argparse.Namespace) -> int:
     from ..replay.calibrate import CalibrationConfig, calibrate
 
     perception = load_perception(args)
-    cfg = CalibrationConfig(args.input, args.out, args.target_fpr, args.region,
-                            args.topics or [], args.node_name, args.limit)
+    cfg = config_from_args(CalibrationConfig, args, topics=args.topics or [])
     result = calibrate(cfg, perception)
     print(json.dumps({k: result[k] for k in ("threshold", "score", "target_fpr",
                                              "achieved_fpr", "pixels", "frames")}, indent=1))

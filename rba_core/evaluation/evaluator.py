@@ -1,13 +1,9 @@
 """The streaming evaluator: metrics accumulated one frame at a time, per key.
 
-One evaluator serves ``rba eval`` (a key per inference mode and score), the ground truth of
-``rba replay`` (a key per image topic, plus ``pooled``) and validation during training (one key):
-
-- ``anomaly`` task, ``paper`` protocol: ``PaperMetrics`` (pooled pixels, exact AP / AUROC / FPR95);
-- ``anomaly`` task, ``smiyc`` protocol: ``SmiycPixelMetrics``, then ``ComponentMetrics`` at each
-  key's best-F1 threshold, from the maps cached on disk during the first pass;
-- ``closed`` task: ``ConfusionMatrix`` (mIoU, per-class IoU, pixel accuracy).
-
+Serves ``rba eval`` (a key per inference mode and score), the replay's ground truth (a key per
+image topic, plus ``pooled``) and validation during training (one key). Anomaly task: the paper
+protocol (``PaperMetrics``, exact) or SMIYC (``SmiycPixelMetrics``, then ``ComponentMetrics`` at
+each key's best-F1 threshold from maps cached on disk); closed task: ``ConfusionMatrix`` (mIoU).
 Predictions come at the label's resolution: anomaly scores (higher = anomalous) or class ids.
 """
 from __future__ import annotations
@@ -31,19 +27,15 @@ class EvalError(RbaError):
 
 
 class StreamingEvaluator:
-    """``add`` one frame (its label and a prediction per key) at a time; ``results`` at the end.
-
-    ``pooled``: one more accumulator, over every key's predictions. ``workdir``: where the SMIYC
-    map cache lives until ``results`` (default: the system's temporary folder).
-    """
+    """``add`` frames, then ``results``; ``pooled`` adds one accumulator over every key, and the
+    SMIYC map cache lives in ``workdir`` (default: the system's temporary folder) until then."""
 
     def __init__(self, task: str, keys: list[Hashable], *, protocol: str = "paper",
                  track: str = "anomaly", class_names: list[str] | None = None,
                  ignore_index: int = 255, pooled: bool = False,
                  workdir: str | Path | None = None):
         self.task, self.protocol, self.track = task, protocol, track
-        self.class_names, self.ignore_index = class_names, ignore_index
-        self.keys = list(keys)
+        self.class_names, self.ignore_index, self.keys = class_names, ignore_index, list(keys)
         self.acc = {k: self._accumulator() for k in self.keys + ([POOLED] if pooled else [])}
         self.smiyc = task == "anomaly" and protocol == "smiyc"
         self.workdir, self.cache, self.frames = workdir, None, 0
@@ -55,7 +47,7 @@ class StreamingEvaluator:
 
     def add(self, label: np.ndarray, predictions: dict, where: str = "") -> None:
         """One frame: label [H, W] and, per key, scores (float) or class ids [H, W]."""
-        if self.smiyc and self.cache is None:  # component metrics need the maps again
+        if self.smiyc and self.cache is None:  # component metrics read the maps again
             self.cache = Path(tempfile.mkdtemp(prefix="smiyc_maps_", dir=self.workdir))
         for key, pred in predictions.items():
             try:
@@ -81,17 +73,14 @@ class StreamingEvaluator:
         """{key: metrics} (fractions); frees the map cache."""
         if self.task == "closed":
             return {k: acc.result(self.class_names) for k, acc in self.acc.items()}
-        items = self.acc.items()
-        if self.cache is not None:
-            items = tqdm(items, desc="components", unit="score")
         out = {}
         try:
-            for key, acc in items:
-                res = acc.result()
-                if (self.cache is not None and key in self.keys
-                        and np.isfinite(res["best_f1_threshold"])):
+            for key, acc in tqdm(self.acc.items(), desc="components", unit="score",
+                                 disable=self.cache is None):
+                out[key] = res = acc.result()
+                if self.cache is not None and key in self.keys and np.isfinite(
+                        res["best_f1_threshold"]):
                     res.update(self._components(key, res["best_f1_threshold"]))
-                out[key] = res
         finally:
             if self.cache is not None:
                 shutil.rmtree(self.cache, ignore_errors=True)

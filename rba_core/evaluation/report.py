@@ -27,9 +27,7 @@ def _pct(value) -> str:
 
 def _ms(timing: dict, mode: str) -> str:
     post = timing.get("postprocess_ms_per_image", {})
-    if mode in post:
-        return f"{post[mode]:.1f}"
-    return "-"
+    return f"{post[mode]:.1f}" if mode in post else "-"
 
 
 def _row(cells) -> str:

@@ -8,7 +8,6 @@ label's resolution by the ``StreamingEvaluator``; ``resize`` only changes the ne
 """
 from __future__ import annotations
 
-import logging
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,14 +28,9 @@ from . import plots
 from .evaluator import EvalError, StreamingEvaluator
 from .report import markdown, write_report
 
-log = logging.getLogger(__name__)
-
 ALL_SCORES = ("rba", "energy", "max_logit", "msp", "entropy")
 PROTOCOLS = ("paper", "smiyc")
 THUMB_SIZE = 640  # longest side of the images kept for the qualitative panels
-
-__all__ = ["EvalConfig", "EvalError", "run_eval"]
-
 
 @dataclass
 class EvalConfig:
@@ -44,7 +38,7 @@ class EvalConfig:
     dataset: str
     root: str
     out: str
-    scores: list[str] = field(default_factory=lambda: list(ALL_SCORES))
+    scores: list[str] | str = field(default_factory=lambda: list(ALL_SCORES))  # or 'rba,msp'
     protocol: Literal[PROTOCOLS] | None = None  # None: the dataset's (smiyc_* -> smiyc, else paper)
     backend: Literal[BACKENDS] = "auto"
     modes: list[str] | None = None       # None: exact (torch), or the mode baked into an engine
@@ -59,7 +53,7 @@ class EvalConfig:
     def __post_init__(self):
         check_fields(self)
         try:
-            parse_scores(self.scores)
+            self.scores = parse_scores(self.scores)
         except ValueError as exc:
             raise ConfigError("scores", str(exc)) from None
         modes = self.modes

@@ -1,8 +1,8 @@
 """Backbones returning res2..res5 (strides 4..32): ours, by name, or any timm model.
 
-The registry follows timm's ``_registry.py``: ``register_backbone`` adds a factory,
-``is_backbone`` / ``list_backbones`` ask for names; any other name must be a timm model
-(``timm.is_model``), built through ``features_only``. An unknown name is one ConfigError.
+The registry follows timm's ``_registry.py``: ``register_backbone`` adds a factory and
+``is_backbone`` asks for a name; any other name must be a timm model (``timm.is_model``), built
+through ``features_only``. An unknown name is one ConfigError naming ours and close timm names.
 """
 from __future__ import annotations
 
@@ -40,13 +40,6 @@ def is_backbone(name: str) -> bool:
     return name in BACKBONES or timm.is_model(name)
 
 
-def list_backbones() -> list[str]:
-    """Our backbone names, then every timm model (``timm.list_models()``)."""
-    import timm
-
-    return sorted(BACKBONES) + timm.list_models()
-
-
 def create_body(cfg: BackboneConfig) -> nn.Module:
     """The feature extractor named by ``cfg.name``; an unknown name is one ConfigError."""
     factory = BACKBONES.get(cfg.name)
@@ -56,7 +49,9 @@ def create_body(cfg: BackboneConfig) -> nn.Module:
     if factory is not None:
         return factory(cfg)
     if not is_backbone(cfg.name):
-        near = difflib.get_close_matches(cfg.name, list_backbones(), n=3)
+        import timm
+
+        near = difflib.get_close_matches(cfg.name, [*BACKBONES, *timm.list_models()], n=3)
         raise ConfigError("backbone.name", f"unknown backbone {cfg.name!r}: ours are "
                           f"{', '.join(sorted(BACKBONES))}, else any timm model "
                           f"(timm.list_models())" + (f"; close: {', '.join(near)}" if near else ""))

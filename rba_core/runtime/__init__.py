@@ -1,7 +1,6 @@
 """rba_core.runtime: one backend interface over torch, ONNX Runtime and TensorRT.
 
-Only the protocol (``base``) loads with the package; every other name loads its module on first
-use, so the node and the pipeline never pay for the ONNX exporter or the TensorRT checker.
+Only the protocol (``base``) loads with the package; other names load their module on first use.
 """
 import importlib
 

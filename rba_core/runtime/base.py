@@ -54,12 +54,8 @@ class Backend(Protocol):
         """images: uint8 RGB [B, 3, H, W] (H, W = ``info.input_size`` when fixed)."""
 
     def infer_modes(self, images: np.ndarray, modes: list[str]) -> dict[str, InferenceResult]:
-        """One network pass, post-processed in each inference mode (evaluation compares them).
-
-        The torch backend takes any of ``model.MODES``; an exported engine only ``info.mode``.
-        Each result's ``timing``: ``network_s`` (the shared pass) and ``postprocess_s``, or
-        ``inference_s`` where the two cannot be told apart.
-        """
+        """One network pass post-processed in each of ``modes`` (torch: any; an engine: its
+        ``info.mode``); ``timing``: ``network_s`` + ``postprocess_s``, or ``inference_s``."""
 
 
 def single_mode(backend: Backend, images: np.ndarray, modes: list[str]

@@ -1,7 +1,6 @@
 """Pick and build a backend for a model file (``auto``: TensorRT, else ONNX Runtime, else torch).
 
-The ONNX exporter and the TensorRT runtime load only when a backend needs them.
-"""
+The ONNX exporter and TensorRT load only for the backends that need them."""
 from __future__ import annotations
 
 import logging
@@ -56,10 +55,8 @@ def load_torch_model(model: str | Path | None, device: str = "cpu") -> Mask2Form
     return load_model(spec, device)
 
 
-def export_onnx(*args, **kwargs):
-    """``onnx_export.export_onnx``, imported on first use."""
+def export_onnx(*args, **kwargs):  # the exporter loads on first use
     from .onnx_export import export_onnx as export
-
     return export(*args, **kwargs)
 
 

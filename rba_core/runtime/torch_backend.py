@@ -40,9 +40,8 @@ class TorchBackend:
 
     @torch.inference_mode()
     def infer(self, images: np.ndarray) -> InferenceResult:
-        x = self._input(images)
         with self._autocast():
-            outputs = self.graph(x)
+            outputs = self.graph(self._input(images))
         return self._result(*outputs)
 
     @torch.inference_mode()
