@@ -143,11 +143,7 @@ def run_eval(cfg: EvalConfig, argv: list[str] | None = None) -> dict:
     input_size = (cfg.resize or dataset[0].image.shape[:2]) if fixed else None
     backend = load_backend(cfg.model, cfg.backend, cfg.scores, cfg.modes[0] if cfg.modes else None,
                            cfg.device, input_size=input_size)
-    modes = cfg.modes or [backend.info.mode]
-    missing = [s for s in cfg.scores if s not in backend.info.score_names]
-    if missing:
-        raise EvalError(f"the {backend.name} model computes {', '.join(backend.info.score_names)}; "
-                        f"it lacks {', '.join(missing)} (re-export it with those scores)")
+    modes = cfg.modes or [backend.info.mode]  # backends have the scores (load_backend checks)
     predictor = Predictor(backend, modes, cfg.resize)
     class_names = list(backend.info.class_names)
     closed = dataset.task == "closed"
