@@ -49,7 +49,7 @@ class TorchBackend:
             t0 = time.perf_counter()
             with self._autocast():
                 class_ids, confidence, scores = self.graph.heads(
-                    self.graph.to_semantic(raw, x.shape[-2:], mode))
+                    self.graph.semantic(raw, x.shape[-2:], mode))
             scores = scores.float().cpu().numpy()
             timing = {"network_s": network_s, "postprocess_s": time.perf_counter() - t0}
             results[mode] = InferenceResult(
