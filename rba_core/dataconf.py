@@ -1,9 +1,10 @@
 """Configuration as data: dataclasses <-> plain dicts / YAML, checked on load.
 
-Every configuration in rba_core (model, training, pipeline) is a tree of dataclasses. ``from_dict``
-builds one from a mapping and raises :class:`ConfigError` naming the dotted path of the first bad
-field (unknown key, wrong type, value out of range). ``to_dict`` is the exact inverse, so a config
-round-trips through YAML and through checkpoint metadata.
+Every configuration in rba_core (model, training, pipeline, the CLI's runs) is a tree of
+dataclasses. ``from_dict`` builds one from a mapping and raises :class:`ConfigError` naming the
+dotted path of the first bad field (unknown key, wrong type, value out of range); a config built in
+code calls ``check_fields`` in its ``__post_init__`` for the same type checks. ``to_dict`` is the
+exact inverse, so a config round-trips through YAML and through checkpoint metadata.
 """
 from __future__ import annotations
 
@@ -164,6 +165,13 @@ def nest(flat: dict[str, Any]) -> dict:
             d = d.setdefault(p, {})
         d[leaf] = value
     return out
+
+
+def check_fields(obj: Any) -> None:
+    """Type-check (and convert, e.g. int -> float) every field of a dataclass in place."""
+    hints = typing.get_type_hints(type(obj))
+    for f in dataclasses.fields(obj):
+        setattr(obj, f.name, _convert(hints[f.name], getattr(obj, f.name), f.name))
 
 
 def check(condition: bool, path: str, message: str) -> None:

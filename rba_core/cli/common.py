@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 
 from ..model import MODES
 from ..runtime import BACKENDS
@@ -19,3 +20,10 @@ def add_model_args(p: argparse.ArgumentParser, scores_default: str = "rba") -> N
     p.add_argument("--inference", choices=MODES, default="exact",
                    help="semantic inference: exact (reference) or fast (1/4 resolution einsum)")
     p.add_argument("--device", default=None, help="torch device (cpu, cuda); default: auto")
+
+
+def config_from_args(cls, args: argparse.Namespace, **values):
+    """A config dataclass from the arguments of the same names, and ``values`` (which win);
+    the config checks its fields when created (errors name the field)."""
+    names = {f.name for f in dataclasses.fields(cls)} - set(values)
+    return cls(**{n: getattr(args, n) for n in names if hasattr(args, n)}, **values)

@@ -2,12 +2,12 @@
 from __future__ import annotations
 
 import argparse
-import hashlib
 from pathlib import Path
 
 import torch
 
 from ..checkpoint import save_model
+from ..files import file_sha256
 from ..checkpoint.detectron2 import (ConversionError, convert_detectron2, dropped_keys,
                                      infer_config_from_keys, load_detectron2)
 from ..model import PRESETS, ModelConfig, build_model
@@ -67,14 +67,6 @@ def auto_preset(state: dict) -> str:
     return f"rba_swin_{size}_1dl" if levels == 1 else f"m2f_swin_{size}_cityscapes"
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def _millions(n: int) -> str:
     return f"{n / 1e6:.2f}M"
 
@@ -92,7 +84,7 @@ def run(args: argparse.Namespace) -> int:
         model = build_model(cfg)
     model.load_state_dict(converted, strict=True, assign=True)
     dropped = dropped_keys(state)
-    info = {"converted_from": "detectron2", "source": src.name, "source_sha256": _sha256(src),
+    info = {"converted_from": "detectron2", "source": src.name, "source_sha256": file_sha256(src),
             "preset": preset, "dropped_keys": len(dropped), "trainer_state": extra}
     save_model(model, dst, half=args.half, info=info)
 

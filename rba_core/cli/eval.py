@@ -8,7 +8,7 @@ from ..data.datasets import DATASETS
 from ..evaluation.report import markdown_table
 from ..evaluation.runner import ALL_SCORES, PROTOCOLS, EvalConfig, run_eval
 from ..imageio import parse_wxh
-from .common import add_model_args
+from .common import add_model_args, config_from_args
 
 DESCRIPTION = """\
 Evaluate a model on a dataset. The network runs once per image; every requested score (and,
@@ -70,14 +70,9 @@ def add_parser(sub) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    cfg = EvalConfig(
-        model=args.model, dataset=args.dataset, root=args.root, out=args.out,
-        scores=[s.strip() for s in args.scores.split(",") if s.strip()],
-        protocol=args.protocol, backend=args.backend,
-        modes=([m.strip() for m in args.inference.split(",") if m.strip()]
-               if args.inference is not None else None),
-        resize=parse_wxh(args.resize, "--resize"), device=args.device, split=args.split,
-        label_map=args.label_map, task=args.task, limit=args.limit, panels=args.panels)
+    cfg = config_from_args(EvalConfig, args, resize=parse_wxh(args.resize, "--resize"),
+                           modes=([m.strip() for m in args.inference.split(",") if m.strip()]
+                                  if args.inference is not None else None))
     report = run_eval(cfg, sys.argv[1:] if sys.argv[1:2] == ["eval"] else None)
     print(markdown_table(report))
     print(f"wrote {', '.join(report['files'])} to {args.out}")

@@ -9,7 +9,8 @@ from ..errors import RbaError
 from ..model import MODES
 from ..runtime import ExportSpec, export_onnx, load_torch_model, resolve_model_path
 from ..runtime.loader import PRESET_PREFIX
-from ..runtime.onnx_export import DEFAULT_OPSET, OPSETS, file_sha256
+from ..files import file_sha256
+from ..runtime.onnx_export import DEFAULT_OPSET, OPSETS
 from ..runtime.trt_check import check_model, format_problems
 from ..scoring import SCORES
 

@@ -11,7 +11,7 @@ from ..pipeline.perception import Perception
 from ..replay.bags import OUTPUT_NAMESPACE, STORAGES
 from ..runtime import load_backend
 from ..imageio import parse_wxh
-from .common import add_model_args
+from .common import add_model_args, config_from_args
 
 log = logging.getLogger(__name__)
 
@@ -168,11 +168,8 @@ def run_replay(args: argparse.Namespace) -> int:
             topics = gt.camera_topics(list(image_connections(reader, None)))
         finally:
             reader.close()
+    cfg = config_from_args(ReplayConfig, args, topics=topics)
     perception = load_perception(args)
-    cfg = ReplayConfig(args.input, args.out, topics, args.storage, args.namespace,
-                       args.resume, args.batch, args.workers,
-                       segment_frames=args.segment_frames, segment_seconds=args.segment_seconds,
-                       limit=args.limit, model=args.model)
     summary = replay(cfg, perception)
     print(f"{'wrote' if summary['frames'] else 'nothing new in'} {args.out}: "
           f"{summary['frames']} frame(s) this run, {summary['frames_total']} in the bag, "
@@ -192,8 +189,7 @@ def run_calibrate(args: argparse.Namespace) -> int:
     from ..replay.calibrate import CalibrationConfig, calibrate
 
     perception = load_perception(args)
-    cfg = CalibrationConfig(args.input, args.out, args.target_fpr, args.region,
-                            args.topics or [], args.node_name, args.limit)
+    cfg = config_from_args(CalibrationConfig, args, topics=args.topics or [])
     result = calibrate(cfg, perception)
     print(json.dumps({k: result[k] for k in ("threshold", "score", "target_fpr",
                                              "achieved_fpr", "pixels", "frames")}, indent=1))
@@ -204,10 +200,8 @@ def run_calibrate(args: argparse.Namespace) -> int:
 def run_bag_from_images(args: argparse.Namespace) -> int:
     from ..replay.from_images import START_SEC, ImagesToBag, bag_from_images
 
-    cfg = ImagesToBag(args.folder, args.out, args.rate, args.topic, args.compressed, args.format,
-                      args.quality, args.encoding, args.frame_id, args.camera_info,
-                      START_SEC if args.start is None else args.start, args.limit,
-                      parse_wxh(args.resize, "--resize"), args.storage)
+    cfg = config_from_args(ImagesToBag, args, resize=parse_wxh(args.resize, "--resize"),
+                           start=START_SEC if args.start is None else args.start)
     summary = bag_from_images(cfg)
     print(f"wrote {summary['frames']} frame(s) on {summary['topic']}"
           + (f" (+ {summary['camera_info']})" if summary["camera_info"] else "")

@@ -38,9 +38,9 @@ from typing import Callable, Iterator, NamedTuple
 import cv2
 import numpy as np
 
+from ..classes import CAMVID_CLASSES, CITYSCAPES_CLASSES
 from ..errors import RbaError, require
 from ..imageio import IMAGE_EXTS
-from ..model import CAMVID_CLASSES, CITYSCAPES_CLASSES
 
 log = logging.getLogger(__name__)
 

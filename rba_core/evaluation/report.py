@@ -1,8 +1,9 @@
 """Evaluation reports: ``results.json`` (everything, fractions) and ``results.md`` (percent).
 
-The Markdown table has one row per (score, inference mode), the columns of the paper's tables
-(paper protocol) or of the SMIYC leaderboard (smiyc protocol), and the post-processing time per
-image of each mode, so the accuracy price of ``fast`` sits next to its saving.
+``rba eval``'s table has one row per (score, inference mode), the columns of the paper's tables
+(paper protocol), of the SMIYC leaderboard (smiyc protocol) or mIoU (closed set), and the
+post-processing time per image of each mode, so the accuracy price of ``fast`` sits next to its
+saving. The replay's ground-truth report uses the same tables, one row per image topic.
 """
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ COLUMNS = {
     "paper": [("AUROC", "auroc"), ("AP", "ap"), ("FPR95", "fpr95")],
     "smiyc": [("AP", "ap"), ("FPR95", "fpr95"), ("AUROC", "auroc"), ("best F1", "best_f1"),
               ("sIoU gt", "siou_gt"), ("PPV", "ppv"), ("mean F1", "mean_f1")],
+    "closed": [("mIoU", "miou"), ("pixel acc.", "pixel_accuracy")],
 }
 
 
@@ -25,41 +27,44 @@ def _pct(value) -> str:
 
 def _ms(timing: dict, mode: str) -> str:
     post = timing.get("postprocess_ms_per_image", {})
-    if mode in post:
-        return f"{post[mode]:.1f}"
-    return "-"
+    return f"{post[mode]:.1f}" if mode in post else "-"
 
 
 def _row(cells) -> str:
     return "| " + " | ".join(str(c) for c in cells) + " |"
 
 
+def results_table(lead: list[str], rows: list[tuple[list, dict, list]], columns: str,
+                  tail: list[str] = ()) -> list[str]:
+    """Markdown rows: ``lead`` cells, the metrics of ``COLUMNS[columns]`` (percent), ``tail``."""
+    metrics = COLUMNS[columns]
+    lines = [_row([*lead, *(c for c, _ in metrics), *tail]),
+             _row(["---"] * (len(lead) + len(metrics) + len(tail)))]
+    for cells, res, extra in rows:
+        lines.append(_row([*cells, *(_pct(res.get(k)) for _, k in metrics), *extra]))
+    return lines
+
+
+def class_iou_table(results: dict[str, dict]) -> list[str]:
+    """One row per class, one column per closed-set result (its ``per_class_iou``)."""
+    names = list(next(iter(results.values()))["per_class_iou"])
+    lines = ["", _row(["class IoU", *results]), _row(["---"] * (1 + len(results)))]
+    for name in names:
+        lines.append(_row([name] + [_pct(r["per_class_iou"].get(name)) for r in results.values()]))
+    return lines
+
+
 def markdown_table(report: dict) -> str:
     """The results table (Markdown) of a report; also what ``rba eval`` prints."""
     timing = report["timing"]
-    lines = []
+    ms = ["post-proc. ms/img"]
     if report["task"] == "closed":
-        modes = list(report["closed_set"])
-        lines += [_row(["inference", "mIoU", "pixel acc.", "post-proc. ms/img"]),
-                  _row(["---"] * 4)]
-        for mode, res in report["closed_set"].items():
-            lines.append(_row([mode, _pct(res["miou"]), _pct(res["pixel_accuracy"]),
-                               _ms(timing, mode)]))
-        classes = list(report["closed_set"][modes[0]]["per_class_iou"])
-        lines += ["", _row(["class IoU"] + modes), _row(["---"] * (1 + len(modes)))]
-        for name in classes:
-            lines.append(_row([name] + [_pct(report["closed_set"][m]["per_class_iou"][name])
-                                        for m in modes]))
-        return "\n".join(lines)
-    columns = COLUMNS[report["protocol"]]
-    lines += [_row(["score", "inference"] + [c for c, _ in columns] + ["post-proc. ms/img"]),
-              _row(["---"] * (len(columns) + 3))]
-    for score in report["scores"]:
-        for mode, per_score in report["results"].items():
-            res = per_score[score]
-            lines.append(_row([score, mode] + [_pct(res.get(k)) for _, k in columns]
-                              + [_ms(timing, mode)]))
-    return "\n".join(lines)
+        rows = [([mode], res, [_ms(timing, mode)]) for mode, res in report["closed_set"].items()]
+        return "\n".join(results_table(["inference"], rows, "closed", ms)
+                         + class_iou_table(report["closed_set"]))
+    rows = [([score, mode], per_score[score], [_ms(timing, mode)])
+            for score in report["scores"] for mode, per_score in report["results"].items()]
+    return "\n".join(results_table(["score", "inference"], rows, report["protocol"], ms))
 
 
 def markdown(report: dict) -> str:
@@ -98,10 +103,12 @@ def json_safe(value):
     return value
 
 
-def write_report(out: str | Path, report: dict, files: list[str]) -> list[str]:
-    """Write results.json and results.md into ``out``; ``report['files']`` lists all outputs."""
+def write_report(out: str | Path, report: dict, text: str, files: list[str] = ()) -> dict:
+    """Write ``report`` (results.json) and its Markdown ``text`` (results.md) into ``out``;
+    ``report['files']`` lists every output (``files`` written before, then these two)."""
     out = Path(out)
-    report["files"] = list(files) + ["results.json", "results.md"]
+    out.mkdir(parents=True, exist_ok=True)
+    report["files"] = [*files, "results.json", "results.md"]
     (out / "results.json").write_text(json.dumps(json_safe(report), indent=1, allow_nan=False))
-    (out / "results.md").write_text(markdown(report))
-    return report["files"]
+    (out / "results.md").write_text(text)
+    return report

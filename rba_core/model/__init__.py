@@ -7,7 +7,6 @@ from .config import (CAMVID_CLASSES, CAMVID_COLORS, CITYSCAPES_CLASSES, CITYSCAP
                      PRESETS, BackboneConfig, DecoderConfig, ModelConfig, PixelDecoderConfig)
 from .inference import MODES, class_probs, semantic_inference
 from .mask2former import Mask2Former, build_model, padded_size
-from . import swin_d2  # noqa: F401,E402  (registers the "d2_swin" backbone)
 
 __all__ = ["ModelConfig", "BackboneConfig", "PixelDecoderConfig", "DecoderConfig", "PRESETS",
            "Mask2Former", "build_model", "padded_size", "semantic_inference", "class_probs",

@@ -1,10 +1,13 @@
-"""Backbones: any timm model through ``features_only``, returning res2..res5 (strides 4..32).
+"""Backbones returning res2..res5 (strides 4..32): ours, by name, or any timm model.
 
-Other backbones (the detectron2-exact Swin of the released checkpoints) register themselves in
-``BACKBONES`` under their own name; everything else is looked up in timm.
+The registry follows timm's ``_registry.py``: ``register_backbone`` adds a factory and
+``is_backbone`` asks for a name; any other name must be a timm model (``timm.is_model``), built
+through ``features_only``. An unknown name is one ConfigError naming ours and close timm names.
 """
 from __future__ import annotations
 
+import difflib
+import importlib
 from typing import Callable
 
 import torch
@@ -16,8 +19,43 @@ from .config import BackboneConfig
 FEATURE_NAMES = ("res2", "res3", "res4", "res5")
 STRIDES = (4, 8, 16, 32)
 
-# name -> factory(BackboneConfig) -> nn.Module with the Backbone interface below
-BACKBONES: dict[str, Callable[[BackboneConfig], nn.Module]] = {}
+# name -> factory(BackboneConfig) -> nn.Module returning [res2..res5] NCHW, or "module:factory"
+# (imported when first built: declaring a backbone has no import side effects)
+BACKBONES: dict[str, str | Callable[[BackboneConfig], nn.Module]] = {
+    "d2_swin": "rba_core.model.swin_d2:build_d2_swin",  # detectron2's Swin (released RbA)
+}
+
+
+def register_backbone(name: str, factory: str | Callable[[BackboneConfig], nn.Module]) -> None:
+    """Add a backbone under ``name`` (as timm's ``register_model`` adds a model)."""
+    if name in BACKBONES:
+        raise ValueError(f"backbone {name!r} is registered already")
+    BACKBONES[name] = factory
+
+
+def is_backbone(name: str) -> bool:
+    """One of ours, or a timm model name (pretrained tags such as ``.a1_in1k`` allowed)."""
+    import timm
+
+    return name in BACKBONES or timm.is_model(name)
+
+
+def create_body(cfg: BackboneConfig) -> nn.Module:
+    """The feature extractor named by ``cfg.name``; an unknown name is one ConfigError."""
+    factory = BACKBONES.get(cfg.name)
+    if isinstance(factory, str):
+        module, _, attr = factory.partition(":")
+        factory = getattr(importlib.import_module(module), attr)
+    if factory is not None:
+        return factory(cfg)
+    if not is_backbone(cfg.name):
+        import timm
+
+        near = difflib.get_close_matches(cfg.name, [*BACKBONES, *timm.list_models()], n=3)
+        raise ConfigError("backbone.name", f"unknown backbone {cfg.name!r}: ours are "
+                          f"{', '.join(sorted(BACKBONES))}, else any timm model "
+                          f"(timm.list_models())" + (f"; close: {', '.join(near)}" if near else ""))
+    return TimmBackbone(cfg)
 
 
 class LayerNorm2d(nn.LayerNorm):
@@ -40,26 +78,20 @@ class TimmBackbone(nn.Module):
         if cfg.drop_path_rate:
             kwargs["drop_path_rate"] = cfg.drop_path_rate
         try:
-            probe = timm.create_model(cfg.name, pretrained=False, features_only=True, **kwargs)
-        except RuntimeError as exc:  # timm: "Unknown model (...)"
-            raise ConfigError("backbone.name", str(exc)) from None
+            self.body = timm.create_model(cfg.name, pretrained=False, features_only=True,
+                                          **kwargs)
         except TypeError as exc:
             raise ConfigError("backbone.kwargs", f"{cfg.name}: {exc}") from None
-        reductions = probe.feature_info.reduction()
+        reductions = self.body.feature_info.reduction()
         missing = [s for s in STRIDES if s not in reductions]
         if missing:
             raise ConfigError("backbone.name",
                               f"{cfg.name} has no features at strides {missing} "
                               f"(it has {reductions}); res2..res5 need strides {list(STRIDES)}")
-        # the last feature at each stride (e.g. after a stage, not its stem)
-        picks = [max(i for i, r in enumerate(reductions) if r == s) for s in STRIDES]
-        if picks == list(range(len(reductions))):
-            self.body = probe
-        else:
-            out_indices = tuple(probe.feature_info.out_indices[i] for i in picks)
-            self.body = timm.create_model(cfg.name, pretrained=False, features_only=True,
-                                          out_indices=out_indices, **kwargs)
-        channels = self.body.feature_info.channels()
+        # the last feature at each stride (e.g. after a stage, not its stem); the others (a
+        # stride-2 stem) are intermediate results the network computes anyway
+        self.picks = [max(i for i, r in enumerate(reductions) if r == s) for s in STRIDES]
+        channels = [self.body.feature_info.channels()[i] for i in self.picks]
         if list(channels) != list(cfg.channels):
             raise ConfigError("backbone.channels",
                               f"{list(cfg.channels)} does not match {cfg.name}'s stage channels "
@@ -68,18 +100,18 @@ class TimmBackbone(nn.Module):
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
         feats = self.body(x)
+        feats = [feats[i] for i in self.picks]
         if self.channels_last:
             feats = [f.permute(0, 3, 1, 2) for f in feats]
-        return list(feats)
+        return feats
 
 
 class Backbone(nn.Module):
-    """Body (timm or registered) + optional per-stage output norms; returns {res2..res5: NCHW}."""
+    """Body (ours or timm) + optional per-stage output norms; returns {res2..res5: NCHW}."""
 
     def __init__(self, cfg: BackboneConfig):
         super().__init__()
-        factory = BACKBONES.get(cfg.name, TimmBackbone)
-        self.body = factory(cfg)
+        self.body = create_body(cfg)
         self.channels = list(cfg.channels)
         if cfg.out_norm == "layernorm":
             self.out_norms = nn.ModuleList(LayerNorm2d(c) for c in cfg.channels)

@@ -27,7 +27,6 @@ from timm.models.swin_transformer import (PatchMerging, SwinTransformerBlock, wi
 from torch import nn
 
 from ..dataconf import ConfigError
-from .backbone import BACKBONES
 from .config import BackboneConfig
 
 
@@ -140,5 +139,3 @@ def build_d2_swin(cfg: BackboneConfig) -> D2SwinTransformer:
                           f"{body.num_features} (embed_dim x 1, 2, 4, 8)")
     return body
 
-
-BACKBONES["d2_swin"] = build_d2_swin

@@ -14,15 +14,17 @@ import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 import cv2
 from tqdm import tqdm
 
+from ..dataconf import check, check_fields
 from ..imageio import list_images, read_image
 from ..pipeline.image_msgs import compressed_fields, rgb_fields
 from ..pipeline.messages import camera_info_msg, header
-from .bags import (BagError, CAMERA_INFO_TYPE, camera_info_topic, output_typestore, serialize,
-                   storage_plugin, storage_suffix)
+from .bags import (STORAGES, BagError, CAMERA_INFO_TYPE, camera_info_topic, output_typestore,
+                   serialize, storage_plugin, storage_suffix)
 
 IMAGE, COMPRESSED = "sensor_msgs/msg/Image", "sensor_msgs/msg/CompressedImage"
 START_SEC = 1_700_000_000  # default first stamp (deterministic bags)
@@ -35,15 +37,24 @@ class ImagesToBag:
     rate: float = 15.0
     topic: str | None = None             # default /camera/image_raw[/compressed]
     compressed: bool = False
-    format: str = "jpeg"                 # compressed: jpeg or png
+    format: Literal["jpeg", "png"] = "jpeg"  # compressed
     quality: int = 90                    # jpeg quality
-    encoding: str = "rgb8"               # raw: rgb8, bgr8, rgba8, bgra8, mono8
+    encoding: Literal["rgb8", "bgr8", "rgba8", "bgra8", "mono8"] = "rgb8"  # raw
     frame_id: str = "camera"
     camera_info: list[float] | None = None  # fx fy cx cy, or the 9 values of K
     start: float = START_SEC             # first stamp, seconds
     limit: int | None = None
     resize: tuple[int, int] | None = None   # (H, W)
-    storage: str = "sqlite3"             # for a rosbag2 folder
+    storage: Literal[STORAGES] = "sqlite3"  # for a rosbag2 folder
+
+    def __post_init__(self):
+        check_fields(self)
+        check(self.rate > 0, "rate", f"must be > 0, got {self.rate}")
+        check(0 <= self.quality <= 100, "quality", f"must be in 0..100, got {self.quality}")
+        check(self.camera_info is None or len(self.camera_info) in (4, 9), "camera_info",
+              "takes fx fy cx cy or the 9 values of K")
+        check(self.limit is None or self.limit >= 1, "limit", "must be at least 1")
+        check(self.resize is None or min(self.resize) > 0, "resize", "must be positive")
 
 
 def intrinsics(values: list[float]) -> list[float]:
@@ -51,9 +62,7 @@ def intrinsics(values: list[float]) -> list[float]:
     if len(values) == 4:
         fx, fy, cx, cy = values
         return [fx, 0.0, cx, 0.0, fy, cy, 0.0, 0.0, 1.0]
-    if len(values) == 9:
-        return [float(v) for v in values]
-    raise BagError(f"--camera-info takes fx fy cx cy or the 9 values of K, got {len(values)}")
+    return [float(v) for v in values]
 
 
 class _BagSink:
@@ -109,10 +118,6 @@ class _BagSink:
 
 def bag_from_images(cfg: ImagesToBag) -> dict:
     """Write the bag; returns a summary (frames, topics, first and last stamp)."""
-    if cfg.rate <= 0:
-        raise BagError(f"--rate must be > 0, got {cfg.rate}")
-    if cfg.compressed and cfg.format not in ("jpeg", "png"):
-        raise BagError(f"--format must be jpeg or png, got {cfg.format!r}")
     paths = list_images([cfg.folder])[: cfg.limit]
     topic = cfg.topic or ("/camera/image_raw/compressed" if cfg.compressed else "/camera/image_raw")
     k = intrinsics(cfg.camera_info) if cfg.camera_info else None

@@ -15,24 +15,24 @@ Maps are resized to the label's size (bilinear scores, nearest classes), as ``rb
 """
 from __future__ import annotations
 
-import json
-import math
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal
 
 import cv2
 import numpy as np
 from tqdm import tqdm
 
 from ..data.datasets import IMAGE_EXTS, make_lut, parse_label_map
+from ..dataconf import check, check_fields
 from ..errors import RbaError
-from ..evaluation.report import json_safe
-from ..metrics import ConfusionMatrix, PaperMetrics
+from ..evaluation.evaluator import StreamingEvaluator
+from ..evaluation.report import class_iou_table, results_table, write_report
 from ..pipeline.image_msgs import ImageDecodeError
 from ..pipeline.image_msgs import image_array as _image_array  # the node's mono8 / 32FC1 maps
 from ..pipeline.messages import LABELS_TOPIC
-from .bags import BagError, camera_namespace, open_reader, output_namespace, resolve_topic
+from .bags import BagError, camera_namespace, open_reader, output_topic, resolve_topic
 from .segments import read_state
 
 STAMP_NAME = re.compile(r"(\d+)(?:[_.](\d{1,9}))?")
@@ -69,11 +69,15 @@ def decode_mask(msg) -> np.ndarray:
 class GroundTruth:
     folder: str | None = None
     topics: list[str] = field(default_factory=list)  # mask topics in ``bag``
-    key: str = "auto"                                 # auto | index | stamp (folder)
-    task: str = "anomaly"                             # anomaly | closed
+    key: Literal["auto", "index", "stamp"] = "auto"   # how folder masks match frames
+    task: Literal["anomaly", "closed"] = "anomaly"
     label_map: str | None = None
     ignore_index: int = 255
     bag: str | None = None                            # the input bag (for mask topics)
+
+    def __post_init__(self):
+        check_fields(self)
+        check(0 <= self.ignore_index <= 255, "ignore_index", "must be in 0..255")
 
     def lut(self) -> np.ndarray:
         if self.label_map:
@@ -87,12 +91,9 @@ class GroundTruth:
         return np.arange(256, dtype=np.uint8)
 
     def check(self) -> None:
-        if self.task not in ("anomaly", "closed"):
-            raise GroundTruthError(f"--gt-task must be anomaly or closed, got {self.task!r}")
+        """The sources exist (fields are checked on creation)."""
         if bool(self.folder) == bool(self.topics):
             raise GroundTruthError("give either --gt (a folder) or --gt-topic, not both")
-        if self.key not in ("auto", "index", "stamp"):
-            raise GroundTruthError(f"--gt-key must be auto, index or stamp, got {self.key!r}")
         if self.folder and not Path(self.folder).is_dir():
             raise GroundTruthError(f"ground-truth folder not found: {self.folder}")
         self.lut()
@@ -194,9 +195,8 @@ def evaluate_replay(out_bag: str | Path, gt: GroundTruth, image_topics: list[str
     lut = gt.lut()
     state = read_state(Path(out_bag)) or {}
     map_name = "anomaly" if gt.task == "anomaly" else "semantic"
-    maps = {f"{output_namespace(t, namespace)}/{map_name}": t for t in image_topics}
-    labels_topics = {f"{output_namespace(t, namespace)}/{LABELS_TOPIC[0]}": t
-                     for t in image_topics}
+    maps = {output_topic(t, map_name, namespace): t for t in image_topics}
+    labels_topics = {output_topic(t, LABELS_TOPIC[0], namespace): t for t in image_topics}
     reader = open_reader(out_bag)
     input_reader = open_reader(gt.bag) if gt.topics else None
     try:
@@ -225,13 +225,10 @@ def evaluate_replay(out_bag: str | Path, gt: GroundTruth, image_topics: list[str
             if len(set(stamps[t])) != len(stamps[t]):
                 raise GroundTruthError(f"{t} has repeated header stamps: frames are ambiguous")
         index = {t: {s: i for i, s in enumerate(stamps[t])} for t in image_topics}
-        if gt.task == "anomaly":
-            acc = {t: PaperMetrics() for t in [*image_topics, "pooled"]}
-        else:
-            if not class_names:
-                raise BagError(f"{out_bag} holds no LabelInfo: cannot name the classes")
-            acc = {t: ConfusionMatrix(len(class_names), gt.ignore_index)
-                   for t in image_topics}
+        if gt.task == "closed" and not class_names:
+            raise BagError(f"{out_bag} holds no LabelInfo: cannot name the classes")
+        evaluator = StreamingEvaluator(gt.task, image_topics, class_names=class_names,
+                                       ignore_index=gt.ignore_index, pooled=True)
         counts = {t: {"frames": len(stamps[t]), "frames_with_gt": 0} for t in image_topics}
         conns = [c for c in reader.connections if c.topic in maps]
         for conn, _, raw in tqdm(reader.messages(connections=conns), desc="evaluate",
@@ -244,23 +241,13 @@ def evaluate_replay(out_bag: str | Path, gt: GroundTruth, image_topics: list[str
                 continue
             label = _label_map_values(mask, lut)
             pred = _fit(_image_array(msg), label.shape, nearest=gt.task == "closed")
-            try:
-                acc[topic].add(pred, label)
-                if gt.task == "anomaly":
-                    acc["pooled"].add(pred, label)
-            except ValueError as exc:
-                raise GroundTruthError(f"{topic} frame {stamp}: {exc}") from None
+            evaluator.add(label, {topic: pred}, f"{topic} frame {stamp}")
             counts[topic]["frames_with_gt"] += 1
     finally:
         reader.close()
         if input_reader is not None:
             input_reader.close()
-    if gt.task == "closed":
-        pooled = ConfusionMatrix(len(class_names), gt.ignore_index)
-        pooled.matrix = sum(acc[t].matrix for t in image_topics)
-        acc["pooled"] = pooled
-    results = {t: (a.result() if gt.task == "anomaly" else a.result(class_names))
-               for t, a in acc.items()}
+    results = evaluator.results()
     counts["pooled"] = {k: sum(c[k] for c in counts.values()) for k in ("frames", "frames_with_gt")}
     if counts["pooled"]["frames_with_gt"] == 0:
         raise GroundTruthError("no frame matched a ground-truth mask (check --gt-key / names)")
@@ -271,40 +258,17 @@ def evaluate_replay(out_bag: str | Path, gt: GroundTruth, image_topics: list[str
                                "label_map": gt.label_map, "ignore_index": gt.ignore_index},
               "class_names": class_names,
               "topics": {t: {**counts[t], "results": results[t]} for t in results}}
-    return write_report(Path(eval_out), report)
-
-
-def _pct(value) -> str:
-    return "-" if value is None or not math.isfinite(value) else f"{100 * value:.2f}"
+    return write_report(eval_out, report, markdown(report))
 
 
 def markdown(report: dict) -> str:
+    rows = [([t, e["frames"], e["frames_with_gt"]], e["results"], [])
+            for t, e in report["topics"].items()]
+    anomaly = report["task"] == "anomaly"
     lines = [f"# rba replay evaluation: {report['bag']}", "",
              f"- task: {report['task']} ({report['protocol']}), score: {report['score']}; "
-             f"values in percent", ""]
-    anomaly = report["task"] == "anomaly"
-    cols = ["AUROC", "AP", "FPR95"] if anomaly else ["mIoU", "pixel acc."]
-    keys = ["auroc", "ap", "fpr95"] if anomaly else ["miou", "pixel_accuracy"]
-    lines += ["| topic | frames | with GT | " + " | ".join(cols) + " |",
-              "|" + "---|" * (3 + len(cols))]
-    for topic, entry in report["topics"].items():
-        res = entry["results"]
-        lines.append(f"| {topic} | {entry['frames']} | {entry['frames_with_gt']} | "
-                     + " | ".join(_pct(res.get(k)) for k in keys) + " |")
+             f"values in percent", "",
+             *results_table(["topic", "frames", "with GT"], rows, "paper" if anomaly else "closed")]
     if not anomaly:
-        topics = list(report["topics"])
-        lines += ["", "| class IoU | " + " | ".join(topics) + " |",
-                  "|" + "---|" * (1 + len(topics))]
-        for name in report["class_names"]:
-            lines.append(f"| {name} | " + " | ".join(
-                _pct(report["topics"][t]["results"]["per_class_iou"].get(name))
-                for t in topics) + " |")
+        lines += class_iou_table({t: e["results"] for t, e in report["topics"].items()})
     return "\n".join(lines) + "\n"
-
-
-def write_report(out: Path, report: dict) -> dict:
-    out.mkdir(parents=True, exist_ok=True)
-    report["files"] = ["results.json", "results.md"]
-    (out / "results.json").write_text(json.dumps(json_safe(report), indent=1, allow_nan=False))
-    (out / "results.md").write_text(markdown(report))
-    return report

@@ -20,17 +20,18 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal
 
 from tqdm import tqdm
 
-from ..dataconf import ConfigError, load_yaml, nest
+from ..dataconf import ConfigError, check, check_fields, load_yaml, nest
 from ..pipeline.config import PipelineConfig
 from ..pipeline.frames import infer_frames
 from ..pipeline.messages import (LABELS_TOPIC, OUTPUT_TOPICS, FrameData, frame_messages, header,
                                  labels_msg, valid_intrinsics)
 from ..pipeline.perception import Perception
-from .bags import (BagError, OUTPUT_NAMESPACE, image_connections, open_reader, output_topic,
-                   output_typestore, qos_profile, serialize)
+from .bags import (STORAGES, BagError, OUTPUT_NAMESPACE, image_connections, open_reader,
+                   output_topic, output_typestore, qos_profile, serialize)
 from .segments import SegmentedBagWriter, read_state
 from .source import Frame, FrameReader
 
@@ -48,7 +49,7 @@ class ReplayConfig:
     input: str
     out: str
     topics: list[str] = field(default_factory=list)   # [] = every image topic
-    storage: str = "mcap"
+    storage: Literal[STORAGES] = "mcap"
     namespace: str = OUTPUT_NAMESPACE                  # output namespace template ({camera})
     resume: bool = False
     batch: int = 1                                     # frames per backend call
@@ -59,6 +60,14 @@ class ReplayConfig:
     limit: int | None = None                           # only the first N frames
     progress: bool = True
     model: str | None = None                           # recorded (and checked on resume)
+
+    def __post_init__(self):
+        check_fields(self)
+        for name in ("batch", "workers", "queue_size", "limit"):
+            value = getattr(self, name)
+            check(value is None or value >= 1, name, f"must be at least 1, got {value}")
+        check(self.segment_frames >= 0, "segment_frames", "must be >= 0 (0: by time only)")
+        check(self.segment_seconds >= 0, "segment_seconds", "must be >= 0")
 
 
 def pipeline_config_from_yaml(path: str | Path) -> PipelineConfig:
@@ -219,8 +228,6 @@ def _check_resume(bag: SegmentedBagWriter, cfg: ReplayConfig, topics: list[str],
 
 def run_replay(cfg: ReplayConfig, perception: Perception) -> dict:
     """Replay ``cfg.input`` through ``perception`` into the bag ``cfg.out``; returns a summary."""
-    if cfg.batch < 1 or cfg.workers < 1 or cfg.queue_size < 1:
-        raise BagError("batch, workers and queue_size must be at least 1")
     reader = open_reader(cfg.input)
     encoder = OutputEncoder(perception, cfg.namespace)
     try:

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import yaml
 
+from ..files import atomic_path, fsync
 from .bags import BagError, output_typestore, storage_plugin, storage_suffix
 
 STATE_KEY = "rba_replay"
@@ -66,14 +67,6 @@ def read_state(path: Path) -> dict | None:
         return None
     raw = (info.get("custom_data") or {}).get(STATE_KEY)
     return json.loads(raw) if raw else None
-
-
-def _fsync(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 class SegmentedBagWriter:
@@ -193,7 +186,7 @@ class SegmentedBagWriter:
         writer.close()
         name = writer.path.name
         seg_file = writer.path / f"{name}{storage_suffix(self.storage)}"
-        _fsync(seg_file)
+        fsync(seg_file)
         dst = self.path / seg_file.name
         os.replace(seg_file, dst)
         self._merge(_segment_info(writer), dst.name)
@@ -242,13 +235,10 @@ class SegmentedBagWriter:
 
     def _write_metadata(self) -> None:
         self.info["custom_data"] = {STATE_KEY: json.dumps(self.state, sort_keys=True)}
-        tmp = self.path / "metadata.yaml.tmp"
-        with tmp.open("w") as f:  # C emitter: it is rewritten after every segment
+        with atomic_path(self.path / "metadata.yaml", sync=True) as tmp, tmp.open("w") as f:
+            # C emitter: it is rewritten after every segment
             yaml.dump({"rosbag2_bagfile_information": self.info}, f, Dumper=_DUMPER,
                       default_flow_style=False, sort_keys=False)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, self.path / "metadata.yaml")
 
     def abort(self) -> None:
         """Drop the open segment (after an error): the closed ones stay a valid bag."""

@@ -1,6 +1,7 @@
 """The backend protocol: every runtime (torch, ONNX Runtime, TensorRT) returns the same thing."""
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -19,6 +20,7 @@ class InferenceResult:
     class_ids: np.ndarray          # [B, H, W] int32, index into ``classes``
     confidence: np.ndarray         # [B, H, W] float32, L_k of the winning class
     scores: dict[str, np.ndarray]  # name -> [B, H, W] float32, higher = more anomalous
+    timing: dict[str, float] = field(default_factory=dict)  # seconds, from ``infer_modes``
 
     def frame(self, i: int) -> "FrameOutputs":
         return FrameOutputs(self.class_ids[i], self.confidence[i],
@@ -50,6 +52,22 @@ class Backend(Protocol):
 
     def infer(self, images: np.ndarray) -> InferenceResult:
         """images: uint8 RGB [B, 3, H, W] (H, W = ``info.input_size`` when fixed)."""
+
+    def infer_modes(self, images: np.ndarray, modes: list[str]) -> dict[str, InferenceResult]:
+        """One network pass post-processed in each of ``modes`` (torch: any; an engine: its
+        ``info.mode``); ``timing``: ``network_s`` + ``postprocess_s``, or ``inference_s``."""
+
+
+def single_mode(backend: Backend, images: np.ndarray, modes: list[str]
+                ) -> dict[str, InferenceResult]:
+    """``infer_modes`` of an engine with its one inference mode baked in."""
+    if list(modes) != [backend.info.mode]:
+        raise BackendError(f"this {backend.name} model was exported with --inference "
+                           f"{backend.info.mode}; other modes need the torch backend")
+    t0 = time.perf_counter()
+    result = backend.infer(images)
+    result.timing = {"inference_s": time.perf_counter() - t0}
+    return {backend.info.mode: result}
 
 
 def check_images(images: np.ndarray, info: ModelInfo) -> np.ndarray:

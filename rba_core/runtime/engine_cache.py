@@ -20,6 +20,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable
 
+from ..files import atomic_write
+
 log = logging.getLogger(__name__)
 
 SCHEMA = 1  # bump when the way engines are built changes (builder flags, precision pinning)
@@ -47,13 +49,6 @@ class EngineKey:
 
     def to_dict(self) -> dict:
         return asdict(self)
-
-
-def atomic_write(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
 
 
 class EngineCache:

@@ -28,12 +28,12 @@ class InferenceGraph(nn.Module):
         self.score_fns = [get_score(n) for n in self.score_names]
         self.mode = mode
 
-    def semantic(self, images: torch.Tensor) -> torch.Tensor:
-        """[B,3,H,W] -> L(x) [B,K,H,W]."""
-        out = self.model(images, with_aux=False)
-        h, w = int(images.shape[-2]), int(images.shape[-1])
+    def semantic(self, out: dict, size, mode: str | None = None) -> torch.Tensor:
+        """The network's raw outputs -> L(x) [B,K,H,W] at ``size`` (H, W), in ``mode``."""
+        h, w = int(size[0]), int(size[1])
         return semantic_inference(out["pred_logits"], out["pred_masks"], (h, w),
-                                  padded_size(h, w, self.model.cfg.size_divisibility), self.mode)
+                                  padded_size(h, w, self.model.cfg.size_divisibility),
+                                  mode or self.mode)
 
     def heads(self, sem: torch.Tensor):
         """L(x) [B,K,H,W] -> the three outputs."""
@@ -42,4 +42,4 @@ class InferenceGraph(nn.Module):
         return class_ids.to(torch.int32), confidence, scores
 
     def forward(self, images: torch.Tensor):
-        return self.heads(self.semantic(images))
+        return self.heads(self.semantic(self.model(images, with_aux=False), images.shape[-2:]))

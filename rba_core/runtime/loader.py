@@ -1,17 +1,22 @@
-"""Pick and build a backend for a model file (``auto``: TensorRT, else ONNX Runtime, else torch)."""
+"""Pick and build a backend for a model file (``auto``: TensorRT, else ONNX Runtime, else torch).
+
+The ONNX exporter and TensorRT load only for the backends that need them."""
 from __future__ import annotations
 
 import logging
 import tempfile
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ..checkpoint import load_model
+from ..files import file_sha256
 from ..model import Mask2Former, ModelConfig, build_model
 from ..scoring import parse_scores
 from .base import Backend, BackendError
 from .engine_cache import cache_root
-from .onnx_export import ExportSpec, export_onnx, file_sha256
-from .trt_backend import trt_unavailable_reason
+
+if TYPE_CHECKING:
+    from .onnx_export import ExportSpec
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +55,11 @@ def load_torch_model(model: str | Path | None, device: str = "cpu") -> Mask2Form
     return load_model(spec, device)
 
 
+def export_onnx(*args, **kwargs):  # the exporter loads on first use
+    from .onnx_export import export_onnx as export
+    return export(*args, **kwargs)
+
+
 def _onnx_cache_path(model_path: str, spec: ExportSpec, cache_dir: str | Path | None) -> Path:
     """Where the export of one of our checkpoints at ``spec`` is cached (keyed by its sha256)."""
     root = (Path(cache_dir) if cache_dir else cache_root()) / "onnx"
@@ -81,6 +91,8 @@ def _pick(backend: str, is_onnx: bool, input_size) -> str:
     if not is_onnx and input_size is None:
         log.info("auto backend: torch (no input_size given, so no fixed-size ONNX/TensorRT graph)")
         return "torch"
+    from .trt_backend import trt_unavailable_reason
+
     reason = trt_unavailable_reason()
     if reason is None:
         return "tensorrt"
@@ -124,6 +136,8 @@ def load_backend(model: str | Path | None = None, backend: str = "auto",
 
         return TorchBackend(load_torch_model(spec_path, device or "cpu"), score_names or ["rba"],
                             mode or "exact", device=device, fp16=bool(fp16))
+    from .onnx_export import ExportSpec
+
     with tempfile.TemporaryDirectory(prefix="rba_") as tmp:
         if is_onnx:
             onnx_path = Path(spec_path)

@@ -27,10 +27,8 @@ from __future__ import annotations
 
 import ast
 import contextlib
-import hashlib
 import json
 import logging
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -39,6 +37,7 @@ import onnx
 import torch
 
 from ..dataconf import ConfigError, check
+from ..files import atomic_path
 from ..model import MODES, Mask2Former, ModelConfig
 from ..scoring import parse_scores
 from .base import BackendError, ModelInfo
@@ -76,14 +75,6 @@ class ExportSpec:
             self.scores = parse_scores(self.scores)
         except ValueError as exc:
             raise ConfigError("scores", str(exc)) from None
-
-
-def file_sha256(path: str | Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 22), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def fp32_node_names(model: onnx.ModelProto) -> list[str]:
@@ -149,11 +140,9 @@ def read_onnx_info(path: str | Path) -> tuple[ModelInfo, dict[str, str]]:
 
 def _save(model: onnx.ModelProto, path: Path) -> None:
     """Write atomically; graphs over protobuf's 2 GB limit get an external ``.data`` file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     large = model.ByteSize() > 1_800_000_000
-    onnx.save(model, str(tmp), save_as_external_data=large, location=path.name + ".data")
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        onnx.save(model, str(tmp), save_as_external_data=large, location=path.name + ".data")
 
 
 @contextlib.contextmanager

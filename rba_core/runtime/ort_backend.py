@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .base import BackendError, InferenceResult, check_images
+from .base import BackendError, InferenceResult, check_images, single_mode
 from .engine_cache import cache_root
 from .graph import OUTPUT_NAMES
 from .onnx_export import INPUT_NAME, info_from_metadata
@@ -87,6 +87,8 @@ class OnnxRuntimeBackend:
         images = check_images(images, self.info)
         class_ids, confidence, scores = self.session.run(list(OUTPUT_NAMES), {INPUT_NAME: images})
         return to_result(class_ids, confidence, scores, self.graph_scores, self.info.score_names)
+
+    infer_modes = single_mode
 
 
 def select_scores(graph_scores: list[str], wanted: list[str] | None, path) -> list[str]:

@@ -1,6 +1,8 @@
 """Eager PyTorch backend (CPU or CUDA): any input size, the reference for the other backends."""
 from __future__ import annotations
 
+import time
+
 import numpy as np
 import torch
 
@@ -24,12 +26,34 @@ class TorchBackend:
         self.info = ModelInfo(list(cfg.class_names), [list(c) for c in cfg.colors],
                               list(score_names), mode, config=cfg.to_dict())
 
+    def _autocast(self):
+        return torch.autocast(self.device.type, dtype=torch.float16, enabled=self.fp16)
+
     @torch.inference_mode()
     def infer(self, images: np.ndarray) -> InferenceResult:
-        images = check_images(images, self.info)
-        x = torch.from_numpy(images).to(self.device, non_blocking=True)
-        with torch.autocast(self.device.type, dtype=torch.float16, enabled=self.fp16):
-            class_ids, confidence, scores = self.graph(x)
-        scores = scores.float().cpu().numpy()
-        return InferenceResult(class_ids.cpu().numpy(), confidence.float().cpu().numpy(),
-                               {n: scores[:, i] for i, n in enumerate(self.info.score_names)})
+        return self.infer_modes(images, [self.info.mode], timed=False)[self.info.mode]
+
+    @torch.inference_mode()
+    def infer_modes(self, images: np.ndarray, modes: list[str],
+                    timed: bool = True) -> dict[str, InferenceResult]:
+        """One network pass; each inference mode post-processes the same raw outputs (``timed``:
+        each part timed, with a CUDA synchronisation between them)."""
+        x = torch.from_numpy(check_images(images, self.info)).to(self.device, non_blocking=True)
+        t0 = time.perf_counter()
+        with self._autocast():
+            raw = self.graph.model(x, with_aux=False)
+        if timed and self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        network_s, results = time.perf_counter() - t0, {}
+        for mode in modes:
+            t0 = time.perf_counter()
+            with self._autocast():
+                class_ids, confidence, scores = self.graph.heads(
+                    self.graph.semantic(raw, x.shape[-2:], mode))
+            scores = scores.float().cpu().numpy()
+            timing = {"network_s": network_s, "postprocess_s": time.perf_counter() - t0}
+            results[mode] = InferenceResult(
+                class_ids.cpu().numpy(), confidence.float().cpu().numpy(),
+                {n: scores[:, i] for i, n in enumerate(self.info.score_names)},
+                timing if timed else {})
+        return results

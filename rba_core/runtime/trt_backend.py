@@ -22,10 +22,11 @@ from pathlib import Path
 
 import numpy as np
 
-from .base import BackendError, InferenceResult, check_images
+from ..files import file_sha256
+from .base import BackendError, InferenceResult, check_images, single_mode
 from .engine_cache import EngineCache, EngineKey
 from .graph import OUTPUT_NAMES
-from .onnx_export import INPUT_NAME, file_sha256, info_from_metadata, load_onnx
+from .onnx_export import INPUT_NAME, info_from_metadata, load_onnx
 from .ort_backend import select_scores, to_result
 
 log = logging.getLogger(__name__)
@@ -210,3 +211,5 @@ class TensorRTBackend:
         class_ids, confidence, scores = (host[n].numpy().copy() for n in OUTPUT_NAMES)
         return to_result(class_ids, confidence.astype(np.float32), scores.astype(np.float32),
                          self.graph_scores, self.info.score_names)
+
+    infer_modes = single_mode

@@ -21,6 +21,7 @@ from tqdm import tqdm
 
 from ..checkpoint import check_state_dict, load_checkpoint, save_model
 from ..errors import RbaError
+from ..files import atomic_path
 from ..model import Mask2Former, ModelConfig, build_model, padded_size
 from ..model.config import merge
 from .anomalymix import AnomalyMix, OutlierBank
@@ -192,9 +193,8 @@ class Trainer:
                  "config": self.cfg.to_dict()}
         if torch.cuda.is_available():
             state["rng"]["cuda"] = torch.cuda.get_rng_state_all()
-        tmp = path.with_suffix(".tmp")
-        torch.save(state, tmp)
-        os.replace(tmp, path)  # atomic: a kill never leaves a half-written checkpoint
+        with atomic_path(path) as tmp:  # a kill never leaves a half-written checkpoint
+            torch.save(state, tmp)
         return path
 
     def load_state(self, path: Path) -> None:
