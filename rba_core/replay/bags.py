@@ -96,6 +96,11 @@ def output_topic(image_topic: str, name: str, template: str = OUTPUT_NAMESPACE) 
     return "/" + messages.output_topic(camera_namespace(image_topic), name, template).lstrip("/")
 
 
+def output_namespace(image_topic: str, template: str = OUTPUT_NAMESPACE) -> str:
+    """'/front/image_raw' -> '/front/rba'."""
+    return output_topic(image_topic, "", template)
+
+
 def resolve_topic(name: str, image_topic: str) -> str:
     """An absolute topic stays as is; a relative one lives in the image's camera namespace."""
     return name if name.startswith("/") else f"{camera_namespace(image_topic)}/{name}"
