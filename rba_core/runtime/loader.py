@@ -136,10 +136,10 @@ def load_backend(model: str | Path | None = None, backend: str = "auto",
                               score_names or ["rba"], mode or "exact")
             onnx_path = _export_for(spec_path, spec, cache_dir, Path(tmp))
         if chosen == "onnxruntime":
-            from .ort_backend import OnnxRuntimeBackend
+            from .ort_backend import OnnxRuntimeBackend, providers_for
 
-            providers = ["CPUExecutionProvider"] if device == "cpu" else None
-            result = OnnxRuntimeBackend(onnx_path, providers, threads, fp16, score_names)
+            result = OnnxRuntimeBackend(onnx_path, providers_for(device, bool(fp16)), threads,
+                                        fp16, score_names)
         else:
             from .trt_backend import TensorRTBackend
 

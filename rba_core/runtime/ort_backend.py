@@ -32,6 +32,24 @@ def available_cores() -> int:
         return os.cpu_count() or 1
 
 
+def cuda_device_id(device: str | None) -> int:
+    """``cuda:N`` -> N; ``cuda`` / None -> 0 (torch's and ONNX Runtime's default GPU)."""
+    if device is None or str(device) == "cuda":
+        return 0
+    kind, _, index = str(device).partition(":")
+    if kind != "cuda" or not index.isdigit():
+        raise BackendError(f"device must be cpu, cuda or cuda:N, got {device!r}")
+    return int(index)
+
+
+def providers_for(device: str | None = None, fp16: bool = False) -> list:
+    """Execution providers for ``device``: cpu -> CPU only; cuda[:N] / None -> the best
+    available, the GPU ones on device N."""
+    if device == "cpu":
+        return ["CPUExecutionProvider"]
+    return best_providers(fp16, cuda_device_id(device))
+
+
 def best_providers(fp16: bool = False, device_id: int = 0) -> list:
     """Available providers in ``PROVIDER_ORDER``, with options (CPU always last)."""
     import onnxruntime as ort
