@@ -28,12 +28,13 @@ class InferenceGraph(nn.Module):
         self.score_fns = [get_score(n) for n in self.score_names]
         self.mode = mode
 
-    def semantic(self, images: torch.Tensor) -> torch.Tensor:
-        """[B,3,H,W] -> L(x) [B,K,H,W]."""
+    def semantic(self, images: torch.Tensor, crop: bool = True) -> torch.Tensor:
+        """[B,3,H,W] -> L(x) [B,K,H,W] (``crop=False``: [B,K,H',W'], H' >= H, W' >= W)."""
         out = self.model(images, with_aux=False)
         h, w = int(images.shape[-2]), int(images.shape[-1])
         return semantic_inference(out["pred_logits"], out["pred_masks"], (h, w),
-                                  padded_size(h, w, self.model.cfg.size_divisibility), self.mode)
+                                  padded_size(h, w, self.model.cfg.size_divisibility), self.mode,
+                                  crop=crop)
 
     def heads(self, sem: torch.Tensor):
         """L(x) [B,K,H,W] -> the three outputs."""
@@ -42,4 +43,7 @@ class InferenceGraph(nn.Module):
         return class_ids.to(torch.int32), confidence, scores
 
     def forward(self, images: torch.Tensor):
-        return self.heads(self.semantic(images))
+        h, w = int(images.shape[-2]), int(images.shape[-1])
+        class_ids, confidence, scores = self.heads(self.semantic(images, crop=False))
+        # per-pixel heads commute with the crop: crop 2 + S channels instead of K
+        return class_ids[:, :h, :w], confidence[:, :h, :w], scores[:, :, :h, :w]

@@ -30,6 +30,7 @@ class TorchBackend:
         x = torch.from_numpy(images).to(self.device, non_blocking=True)
         with torch.autocast(self.device.type, dtype=torch.float16, enabled=self.fp16):
             class_ids, confidence, scores = self.graph(x)
-        scores = scores.float().cpu().numpy()
-        return InferenceResult(class_ids.cpu().numpy(), confidence.float().cpu().numpy(),
+        scores = scores.float().cpu().contiguous().numpy()
+        return InferenceResult(class_ids.cpu().contiguous().numpy(),
+                               confidence.float().cpu().contiguous().numpy(),
                                {n: scores[:, i] for i, n in enumerate(self.info.score_names)})
