@@ -23,6 +23,7 @@ import time
 from pathlib import Path
 
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+os.environ.setdefault("TQDM_DISABLE", "1")  # the evaluations' progress bars
 
 import numpy as np  # noqa: E402
 
