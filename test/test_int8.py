@@ -10,10 +10,13 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 import pytest
+import torch
 from onnx import numpy_helper
 
+from rba_core.checkpoint import save_model
 from rba_core.cli import main
 from rba_core.errors import RbaError
+from rba_core.model import ModelConfig, build_model
 from rba_core.runtime import BackendError, check_model, load_backend
 from rba_core.runtime.ort_backend import cpu_model_bytes, session_options
 from rba_core.runtime.quantize import demo_frames, spread
@@ -23,11 +26,23 @@ H, W = 64, 96
 
 @pytest.fixture(scope="module")
 def int8_graph(tmp_path_factory):
-    """preset:tiny exported with --int8, calibrated on 3 of the packaged demo frames."""
-    out = tmp_path_factory.mktemp("int8") / "tiny_int8.onnx"
-    rc = main(["export", "preset:tiny", "--height", str(H), "--width", str(W), "--int8",
-               "--calibration", str(demo_frames()[0].parent), "--calibration-frames", "3",
-               "--no-verify", "-o", str(out)])
+    """The tiny architecture with trained-like weights (nonzero biases, batch-norm statistics:
+    folded into conv biases by the exporter) exported with --int8, calibrated on 3 of the
+    packaged demo frames."""
+    folder = tmp_path_factory.mktemp("int8")
+    torch.manual_seed(0)
+    model = build_model(ModelConfig.preset("tiny")).eval()
+    with torch.no_grad():
+        for name, tensor in model.state_dict().items():
+            if name.endswith(("bias", "running_mean")):
+                tensor.normal_(0, 0.1)
+            elif name.endswith("running_var"):
+                tensor.uniform_(0.5, 2)
+    save_model(model, folder / "tiny.safetensors")
+    out = folder / "tiny_int8.onnx"
+    rc = main(["export", str(folder / "tiny.safetensors"), "--height", str(H), "--width", str(W),
+               "--int8", "--calibration", str(demo_frames()[0].parent), "--calibration-frames",
+               "3", "--no-verify", "-o", str(out)])
     assert rc == 0  # 0 also means: TensorRT's static check passed
     return out
 
@@ -57,6 +72,9 @@ def test_graph_is_symmetric_per_channel_qdq_with_metadata(int8_graph):
     for node in model.graph.node:  # TensorRT needs zero points of 0 (symmetric)
         if node.op_type in ("QuantizeLinear", "DequantizeLinear") and len(node.input) > 2:
             assert not np.any(values[node.input[2]])
+    biases = [n for n in model.graph.node if n.op_type == "Conv" and len(n.input) > 2]
+    assert biases and all(n.input[2] in values for n in biases)  # float initializers, as TensorRT
+    assert all(values[n.input[2]].dtype == np.float32 for n in biases)  # wants (no int32 DQ)
     assert check_model(model) == []
 
 

@@ -2,8 +2,8 @@
 
 ``quantize_int8`` calibrates activation ranges on real frames (MinMax) and writes a QDQ graph:
 Conv / MatMul / Gemm weights int8 per output channel, their input activations int8 per tensor,
-all symmetric (zero point 0), which is what TensorRT's explicit quantization builds int8 engines
-from. Module scopes in ``FP32_SCOPES`` stay fp32: ``bench/int8_sensitivity.py`` measures each
+all symmetric (zero point 0), biases left in float (TensorRT's parser dequantizes int8 only, not
+ONNX Runtime's int32 biases): what TensorRT's explicit quantization builds int8 engines from. Module scopes in ``FP32_SCOPES`` stay fp32: ``bench/int8_sensitivity.py`` measures each
 scope's error when it alone is quantized, and these are the ones that cost accuracy.
 
 On a CPU, ONNX Runtime's fast int8 kernels take uint8 activations (u8 x s8); symmetric int8
@@ -148,7 +148,8 @@ def quantize_int8(fp32_path: str | Path, out_path: str | Path, frames: list[np.n
                         op_types_to_quantize=list(INT8_OPS), per_channel=True,
                         activation_type=QuantType.QInt8, weight_type=QuantType.QInt8,
                         nodes_to_quantize=quant, calibrate_method=CalibrationMethod.MinMax,
-                        extra_options={"ActivationSymmetric": True, "WeightSymmetric": True},
+                        extra_options={"ActivationSymmetric": True, "WeightSymmetric": True,
+                                       "QuantizeBias": False},  # TensorRT: float biases
                         calibration_cache_path=str(cache) if cache else None)
         qmodel = onnx.load(str(tmp_out))
     meta.update(precision="int8", int8_fp32_scopes=json.dumps(list(fp32_scopes)),
