@@ -48,6 +48,8 @@ setup(
                       "ros-jazzy-ament-cmake-pytest", "ros-jazzy-python-cmake-module",
                       "catkin-pkg"],
         "dev": ["pytest", "pytest-timeout", "scikit-learn"],
+        # bench/bench_vs_transformers.py only (not installed by make setup)
+        "bench": ["transformers==5.23.0"],
     },
     zip_safe=False,
     entry_points={
