@@ -3,8 +3,10 @@
 ``quantize_int8`` calibrates activation ranges on real frames (MinMax) and writes a QDQ graph:
 Conv / MatMul / Gemm weights int8 per output channel, their input activations int8 per tensor,
 all symmetric (zero point 0), biases left in float (TensorRT's parser dequantizes int8 only, not
-ONNX Runtime's int32 biases): what TensorRT's explicit quantization builds int8 engines from. Module scopes in ``FP32_SCOPES`` stay fp32: ``bench/int8_sensitivity.py`` measures each
-scope's error when it alone is quantized, and these are the ones that cost accuracy.
+ONNX Runtime's int32 biases): what TensorRT's explicit quantization builds int8 engines from.
+``FP32_SCOPES`` stay fp32 (the stem convolution and semantic inference's MatMul):
+``bench/int8_sensitivity.py`` measures each part's error when it alone is int8, and when all
+but it are.
 
 On a CPU, ONNX Runtime's fast int8 kernels take uint8 activations (u8 x s8); symmetric int8
 (zero point 0) and uint8 with zero point 128 hold exactly the same values, so
