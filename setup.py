@@ -91,6 +91,8 @@ setup(
         # colcon (for the installed-layout test) pins setuptools<80: make setup puts it apart,
         # in $(VENV)/colcon from requirements/colcon.txt
         "dev": ["pytest", "pytest-timeout", "scikit-learn", "vermin"],
+        # bench/bench_vs_transformers.py only (not installed by make setup)
+        "bench": ["transformers==5.23.0"],
     },
     zip_safe=False,
     entry_points={"console_scripts": [f"{n} = {m}:main" for n, m in SCRIPTS.items()]},

@@ -5,8 +5,11 @@ One run, same inputs for both: for each size the random-weight ``tiny`` model (s
 ``TorchBackend`` and, exported with ``export_onnx`` at that size, as ``OnnxRuntimeBackend``. The two
 backends alternate call by call, so load from other processes hits both alike. Latency is the
 median (and 90th percentile) time of one ``infer`` call on one frame, outputs copied back to
-numpy; throughput is frames per second over the whole timed loop. The relative difference of the
-RbA maps is printed too (the parity the tests require).
+numpy; throughput is frames per second over the whole timed loop; "CPU" is the median process CPU
+time of one call (user + system, all threads), which other processes' load disturbs much less than
+wall time on a shared machine. Neither side spin-waits (ONNX Runtime: allow_spinning 0; torch:
+OMP_WAIT_POLICY=PASSIVE, set here unless given). The relative difference of the RbA maps is
+printed too (the parity the tests require).
 
     python bench/bench_backends.py                       # 360x480, 512x1024, 720x1280
     python bench/bench_backends.py --sizes 360x480 --modes exact,fast --threads 1,2
@@ -21,8 +24,10 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
-import torch
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch loads OpenMP
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
@@ -40,10 +45,11 @@ def parse_sizes(text: str) -> list[tuple[int, int]]:
     return out
 
 
-def timed(fn, images, out: list) -> None:
-    start = time.perf_counter()
+def timed(fn, images, out: list, cpu: list) -> None:
+    start, cpu_start = time.perf_counter(), time.process_time()
     fn(images)
     out.append(time.perf_counter() - start)
+    cpu.append(time.process_time() - cpu_start)
 
 
 def main(argv=None) -> int:
@@ -75,7 +81,7 @@ def run(args: argparse.Namespace, workdir: Path) -> int:
           f"torch {torch.__version__}")
     header = (f"{'size':>9} {'mode':>5} {'thr':>3} | {'torch p50':>9} {'p90':>7} {'fps':>6} | "
               f"{'ORT p50':>8} {'p90':>7} {'fps':>6} | {'speed-up':>8} {'fps ratio':>9} | "
-              f"{'rel.err':>7}")
+              f"{'CPU torch':>9} {'ORT':>7} {'ratio':>6} | {'rel.err':>7}")
     rows = []
     for h, w in parse_sizes(args.sizes):
         images = rng.integers(0, 256, (1, 3, h, w), dtype=np.uint8)
@@ -92,16 +98,18 @@ def run(args: argparse.Namespace, workdir: Path) -> int:
                                      tb.infer(images).scores["rba"])
                 for _ in range(args.warmup):
                     tb.infer(images), ob.infer(images)
-                t_torch, t_ort = [], []
+                t_torch, t_ort, c_torch, c_ort = [], [], [], []
                 for _ in range(args.repeats):  # alternate: contention hits both alike
-                    timed(tb.infer, images, t_torch)
-                    timed(ob.infer, images, t_ort)
+                    timed(tb.infer, images, t_torch, c_torch)
+                    timed(ob.infer, images, t_ort, c_ort)
                 pt, po = np.percentile(t_torch, [50, 90]), np.percentile(t_ort, [50, 90])
                 fps_t, fps_o = len(t_torch) / sum(t_torch), len(t_ort) / sum(t_ort)
+                ct, co = np.median(c_torch), np.median(c_ort)
                 rows.append(f"{h}x{w:<5} {mode:>5} {threads:>3} | {1e3 * pt[0]:7.1f}ms "
                             f"{1e3 * pt[1]:5.1f}ms {fps_t:6.2f} | {1e3 * po[0]:6.1f}ms "
                             f"{1e3 * po[1]:5.1f}ms {fps_o:6.2f} | {pt[0] / po[0]:7.2f}x "
-                            f"{fps_o / fps_t:8.2f}x | {err:7.1e}")
+                            f"{fps_o / fps_t:8.2f}x | {1e3 * ct:7.1f}ms {1e3 * co:5.1f}ms "
+                            f"{ct / co:5.2f}x | {err:7.1e}")
                 print(rows[-1], flush=True)
     print(f"\nload average {os.getloadavg()[0]:.1f} at the end (other processes share this CPU)")
     print(header)

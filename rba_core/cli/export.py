@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import tempfile
 from pathlib import Path
 
 from ..errors import RbaError
@@ -11,6 +12,7 @@ from ..runtime import ExportSpec, export_onnx, load_torch_model, resolve_model_p
 from ..runtime.loader import PRESET_PREFIX
 from ..files import file_sha256
 from ..runtime.onnx_export import DEFAULT_OPSET, OPSETS
+from ..runtime.quantize import DEFAULT_FRAMES, quantize_int8
 from ..runtime.trt_check import check_model, format_problems
 from ..scoring import SCORES
 
@@ -35,7 +37,15 @@ def add_parser(sub) -> None:
                "--fp16 leaves the ONNX numbers in fp32 (ONNX Runtime on CPU stays exact); it "
                "records fp16 as the preferred TensorRT precision: the TensorRT backend then "
                "builds an fp16 engine with normalisation, pixel decoder, semantic inference and "
-               "scores pinned to fp32.")
+               "scores pinned to fp32.\n\n"
+               "--int8 writes a QDQ graph (ONNX Runtime static quantization): Conv/MatMul/Gemm "
+               "weights int8 per output channel, their inputs int8 per tensor, symmetric, "
+               "calibrated (min/max) on --calibration-frames frames of --calibration (a folder "
+               "of images, or a rosbag: its image messages), spread over the whole source; "
+               "without --calibration, the packaged demo frames (CamVid, Road Anomaly). The "
+               "parts measured to lose accuracy in int8 stay fp32 (bench/int8_sensitivity.py). "
+               "ONNX Runtime runs it with its int8 CPU kernels; TensorRT builds an explicit-int8 "
+               "engine from it. Calibrate on your own camera's frames for best accuracy.")
     p.add_argument("model", help="our .safetensors model, or preset:NAME (random weights)")
     p.add_argument("--height", type=int, required=True, help="input height H (pixels)")
     p.add_argument("--width", type=int, required=True, help="input width W (pixels)")
@@ -43,6 +53,13 @@ def add_parser(sub) -> None:
                    help="fixed batch size N (e.g. one per camera; default 1)")
     p.add_argument("--fp16", action="store_true",
                    help="prefer an fp16 TensorRT engine (the ONNX stays fp32; see below)")
+    p.add_argument("--int8", action="store_true",
+                   help="write an int8 QDQ graph calibrated on real frames (see below)")
+    p.add_argument("--calibration", metavar="DIR_OR_BAG", default=None,
+                   help="int8 calibration frames: a folder of images or a rosbag (default: the "
+                        "packaged demo frames)")
+    p.add_argument("--calibration-frames", type=int, default=DEFAULT_FRAMES, metavar="N",
+                   help=f"how many calibration frames (default {DEFAULT_FRAMES})")
     p.add_argument("--scores", default="rba",
                    help=f"comma-separated anomaly scores to output ({', '.join(SCORES)})")
     p.add_argument("--inference", choices=MODES, default="exact",
@@ -58,22 +75,66 @@ def add_parser(sub) -> None:
     p.set_defaults(func=run)
 
 
+def calibration_frames(source: str | None, n: int) -> list:
+    """RGB frames for int8 calibration: ``n`` spread over a folder of images or a rosbag's image
+    messages, or the packaged demo frames when ``source`` is None."""
+    from ..imageio import IMAGE_EXTS, list_images, read_image
+    from ..runtime.quantize import demo_frames, read_frames, spread
+
+    if source is None:
+        return read_frames(demo_frames(), n)
+    path = Path(source)
+    if path.is_dir() and not (path / "metadata.yaml").is_file() and any(
+            f.suffix.lower() in IMAGE_EXTS for f in path.iterdir()):
+        return [read_image(p) for p in spread(list_images([source]), n)]
+    if not path.exists():
+        raise RbaError(f"--calibration: no such folder or bag: {source}")
+    from ..replay.bags import open_reader
+    from ..replay.source import FrameReader
+
+    reader = open_reader(path)  # one-line BagError when it is neither images nor a bag
+    try:
+        frames = FrameReader(reader)
+        step = max(1, frames.total // n)
+        picked = []
+        for frame in frames:
+            if frame.rgb is not None and frame.index % step == 0:
+                picked.append(frame.rgb)
+                if len(picked) == n:
+                    break
+    finally:
+        reader.close()
+    if not picked:
+        raise RbaError(f"--calibration: no decodable image message in {source}")
+    return picked
+
+
 def run(args: argparse.Namespace) -> int:
     out = Path(args.output)
     if out.suffix.lower() != ".onnx":
         raise RbaError(f"output must be an .onnx file, got {out}")
     spec = ExportSpec(args.height, args.width, args.batch, args.scores, args.inference,
                       args.fp16, args.opset)
+    if args.calibration and not args.int8:
+        raise RbaError("--calibration is for --int8 graphs")
+    if args.calibration_frames < 1:
+        raise RbaError(f"--calibration-frames must be >= 1, got {args.calibration_frames}")
     source = resolve_model_path(args.model)
+    frames = calibration_frames(args.calibration, args.calibration_frames) if args.int8 else []
     model = load_torch_model(source)
     sha = "" if source.startswith(PRESET_PREFIX) else file_sha256(source)
-    proto = export_onnx(model, out, spec, source=Path(source).name, source_sha256=sha,
-                        verify=not args.no_verify)
+    with tempfile.TemporaryDirectory(prefix="rba_export_") as tmp:
+        fp32 = Path(tmp) / out.name if args.int8 else out
+        proto = export_onnx(model, fp32, spec, source=Path(source).name, source_sha256=sha,
+                            verify=not args.no_verify)
+        if args.int8:
+            proto = quantize_int8(fp32, out, frames, source=args.calibration or
+                                  "the packaged demo frames")
     size_mb = out.stat().st_size / 1e6
+    precision = "int8" if args.int8 else ("fp16" if spec.fp16 else "fp32")
     print(f"wrote {out} ({size_mb:.1f} MB): images uint8 [{spec.batch},3,{spec.height},"
           f"{spec.width}] -> class_ids, confidence, scores [{','.join(spec.scores)}] "
-          f"({spec.mode} inference, opset {spec.opset}, TensorRT precision "
-          f"{'fp16' if spec.fp16 else 'fp32'})")
+          f"({spec.mode} inference, opset {spec.opset}, TensorRT precision {precision})")
     problems = check_model(proto)
     if not problems:
         print("TensorRT check: every op is supported and within its restrictions")

@@ -41,6 +41,60 @@ def ms_deform_attn(value: torch.Tensor, shapes: list[tuple[int, int]],
     return out.view(b, m * d, lq).transpose(1, 2)
 
 
+def ms_deform_attn_gather(value: torch.Tensor, shapes: list[tuple[int, int]],
+                          reference_points: torch.Tensor, offsets: torch.Tensor,
+                          weights: torch.Tensor) -> torch.Tensor:
+    """``ms_deform_attn`` on ``reference_points + offsets / (W, H)`` as weighted gathers
+    (``F.embedding_bag``, one per level): the same numbers as ``grid_sample``'s bilinear sampling.
+
+    value [B, S, M, D], reference_points [B or 1, Lq, L, 2], offsets [B, Lq, M, L, P, 2] (pixels of
+    each level), weights [B, Lq, M, L, P] -> [B, Lq, M*D]. Each (batch, query, head) output sums
+    P * 4 value rows per level: the bilinear corners of every point, weighted by attention x
+    bilinear weight. Each level's map gets a zero border (1 pixel before, 2 after) and coordinates
+    are clamped into it: a corner outside the map reads zeros, as ``grid_sample``'s zero padding.
+    Tensors are laid out [level, B, Lq, M*P] so that every elementwise step runs on long rows.
+    For eager inference (``MSDeformAttn`` picks it); training and export keep ``grid_sample``
+    (TensorRT has no EmbeddingBag).
+    """
+    b, s, m, d = value.shape
+    _, lq, _, n_levels, n_points, _ = offsets.shape
+    dev, dt = offsets.device, offsets.dtype
+    off = offsets.permute(3, 5, 0, 1, 2, 4).reshape(n_levels, 2, b, lq, m * n_points)
+    att = weights.permute(3, 0, 1, 2, 4).reshape(n_levels, b, lq, m * n_points)
+    heads = torch.arange(b * m, device=dev, dtype=dt).view(b, 1, m, 1)
+    out, start = None, 0
+    for lvl, (h, w) in enumerate(shapes):
+        # [B, h*w, M, D] -> [B, M, h+3, w+3, D] with a zero border -> rows of one table
+        v = value[:, start:start + h * w].view(b, h, w, m, d).permute(0, 3, 1, 2, 4)
+        table = F.pad(v, (0, 0, 1, 2, 1, 2)).reshape(-1, d)
+        start += h * w
+        pitch, rows = w + 3, (h + 3) * (w + 3)
+        ref = reference_points[:, :, lvl]  # [B or 1, Lq, 2]
+        # loc = ref + off / size, then grid_sample's arithmetic: ((2 loc - 1 + 1) size - 1) / 2
+        x = (off[lvl, 0] / w).add_(ref[..., :1]).mul_(2).sub_(1).add_(1).mul_(w).sub_(1).div_(2)
+        y = (off[lvl, 1] / h).add_(ref[..., 1:]).mul_(2).sub_(1).add_(1).mul_(h).sub_(1).div_(2)
+        x, y = x.clamp_(-1, w), y.clamp_(-1, h)  # outside the map: onto the zero border
+        x0, y0 = x.floor(), y.floor()
+        fx, fy = x.sub_(x0), y.sub_(y0)
+        base = heads.expand(b, 1, m, n_points).reshape(b, 1, -1) * rows + pitch + 1
+        first = y0.mul_(pitch).add_(x0).add_(base).long()  # (b, head) table; float exact < 2**24
+        corners = torch.tensor([0, 1, pitch, pitch + 1], device=dev)
+        idx = first[..., None] + corners  # [B, Lq, M*P, 4]: y0x0, y0x1, y1x0, y1x1
+        wy1 = att[lvl] * fy
+        wts = (torch.stack((att[lvl] - wy1, wy1), -1)[..., :, None]
+               * torch.stack((1 - fx, fx), -1)[..., None, :])  # [B, Lq, M*P, 2, 2]
+        part = F.embedding_bag(idx.view(b * lq * m, -1), table,  # bags: (b, query, head)
+                               per_sample_weights=wts.view(b * lq * m, -1).to(table.dtype),
+                               mode="sum")
+        out = part if out is None else out.add_(part)
+    return out.view(b, lq, m * d)
+
+
+def _exporting() -> bool:
+    return (torch.compiler.is_exporting() or torch.onnx.is_in_onnx_export()
+            or torch.jit.is_tracing() or torch.jit.is_scripting())
+
+
 class MSDeformAttn(nn.Module):
     """Deformable attention module (parameter names as in Deformable DETR / Mask2Former)."""
 
@@ -78,6 +132,9 @@ class MSDeformAttn(nn.Module):
         offsets = self.sampling_offsets(query).view(b, lq, m, n_levels, n_points, 2)
         weights = self.attention_weights(query).view(b, lq, m, n_levels * n_points)
         weights = weights.softmax(-1).view(b, lq, m, n_levels, n_points)
+        if not (torch.is_grad_enabled() or _exporting()):  # eager inference: gathers
+            return self.output_proj(ms_deform_attn_gather(v, shapes, reference_points, offsets,
+                                                          weights))
         # offsets are in pixels of each level: normalise by (W, H)
         normalizer = torch.tensor([[w, h] for h, w in shapes], dtype=query.dtype,
                                   device=query.device)

@@ -41,7 +41,7 @@ class EngineKey:
     trt_version: str
     gpu_name: str
     compute_capability: str  # "8.7"
-    precision: str           # "fp32" | "fp16"
+    precision: str           # "fp32" | "fp16" | "int8" | "int8+fp16"
     schema: int = SCHEMA
 
     def digest(self) -> str:

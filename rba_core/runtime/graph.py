@@ -28,12 +28,14 @@ class InferenceGraph(nn.Module):
         self.score_fns = [get_score(n) for n in self.score_names]
         self.mode = mode
 
-    def semantic(self, out: dict, size, mode: str | None = None) -> torch.Tensor:
-        """The network's raw outputs -> L(x) [B,K,H,W] at ``size`` (H, W), in ``mode``."""
+    def semantic(self, out: dict, size, mode: str | None = None, crop: bool = True
+                 ) -> torch.Tensor:
+        """The network's raw outputs -> L(x) [B,K,H,W] at ``size`` (H, W), in ``mode``
+        (``crop=False``: [B,K,H',W'], H' >= H, W' >= W)."""
         h, w = int(size[0]), int(size[1])
         return semantic_inference(out["pred_logits"], out["pred_masks"], (h, w),
                                   padded_size(h, w, self.model.cfg.size_divisibility),
-                                  mode or self.mode)
+                                  mode or self.mode, crop=crop)
 
     def heads(self, sem: torch.Tensor):
         """L(x) [B,K,H,W] -> the three outputs."""
@@ -42,4 +44,8 @@ class InferenceGraph(nn.Module):
         return class_ids.to(torch.int32), confidence, scores
 
     def forward(self, images: torch.Tensor):
-        return self.heads(self.semantic(self.model(images, with_aux=False), images.shape[-2:]))
+        h, w = int(images.shape[-2]), int(images.shape[-1])
+        out = self.model(images, with_aux=False)
+        class_ids, confidence, scores = self.heads(self.semantic(out, (h, w), crop=False))
+        # per-pixel heads commute with the crop: crop 2 + S channels instead of K
+        return class_ids[:, :h, :w], confidence[:, :h, :w], scores[:, :, :h, :w]

@@ -84,6 +84,27 @@ def _export_for(spec_path: str, spec: ExportSpec, cache_dir, tmp: Path) -> Path:
     return path
 
 
+def _int8_for(onnx_path: Path, cache_dir, tmp: Path) -> Path:
+    """The int8 QDQ version of an fp32 graph, calibrated on the packaged demo frames (cached)."""
+    from .onnx_export import load_onnx
+    from .quantize import DEFAULT_FRAMES, demo_frames, quantize_int8, read_frames
+
+    if {p.key: p.value for p in load_onnx(onnx_path, False).metadata_props}.get(
+            "precision") == "int8":
+        return onnx_path
+    root = (Path(cache_dir) if cache_dir else cache_root()) / "onnx"
+    path = (tmp if str(onnx_path).startswith(str(tmp)) else root) / \
+        f"{onnx_path.stem}-{file_sha256(onnx_path)[:16]}-int8.onnx"
+    if path.is_file():
+        log.info("using cached int8 graph %s", path)
+        return path
+    log.info("int8: quantizing %s, calibrated on the packaged demo frames (for your camera, use "
+             "`rba export --int8 --calibration DIR_OR_BAG`)", onnx_path.name)
+    quantize_int8(onnx_path, path, read_frames(demo_frames(), DEFAULT_FRAMES),
+                  source="the packaged demo frames")
+    return path
+
+
 def _pick(backend: str, is_onnx: bool, input_size) -> str:
     """Resolve ``auto``: TensorRT if usable, else ONNX Runtime, else torch."""
     if backend != "auto":
@@ -111,7 +132,8 @@ def load_backend(model: str | Path | None = None, backend: str = "auto",
                  scores: str | list[str] | None = None, mode: str | None = None,
                  device: str | None = None, fp16: bool | None = None, *,
                  input_size: tuple[int, int] | None = None, batch_size: int = 1,
-                 threads: int | None = None, cache_dir: str | Path | None = None) -> Backend:
+                 threads: int | None = None, cache_dir: str | Path | None = None,
+                 int8: bool = False) -> Backend:
     """Build a backend; every backend returns the same ``InferenceResult``.
 
     ``model``: our ``.safetensors`` (any backend; ONNX Runtime and TensorRT first export it, at
@@ -120,6 +142,8 @@ def load_backend(model: str | Path | None = None, backend: str = "auto",
     (the embedded default). ``scores``/``mode`` default to the graph's, or rba/exact.
     ``fp16``: torch autocast on CUDA; TensorRT engine precision (None: the export's preference);
     ``threads``: ONNX Runtime CPU threads; ``cache_dir``: engine / export cache folder.
+    ``int8``: run the int8 QDQ graph (ONNX Runtime, TensorRT int8 engine); an fp32 graph is
+    quantized once into the cache, calibrated on the packaged demo frames.
     Errors are one line (BackendError / CheckpointError).
     """
     if backend not in BACKENDS:
@@ -132,6 +156,9 @@ def load_backend(model: str | Path | None = None, backend: str = "auto",
     is_onnx = spec_path.lower().endswith(".onnx")
     chosen = _pick(backend, is_onnx, input_size)
     if chosen == "torch":
+        if int8:
+            raise BackendError("int8 runs on the onnxruntime and tensorrt backends (a QDQ graph): "
+                               "choose one of them and give an input size")
         from .torch_backend import TorchBackend
 
         return TorchBackend(load_torch_model(spec_path, device or "cpu"), score_names or ["rba"],
@@ -149,11 +176,13 @@ def load_backend(model: str | Path | None = None, backend: str = "auto",
             spec = ExportSpec(int(input_size[0]), int(input_size[1]), batch_size,
                               score_names or ["rba"], mode or "exact")
             onnx_path = _export_for(spec_path, spec, cache_dir, Path(tmp))
+        if int8:
+            onnx_path = _int8_for(onnx_path, cache_dir, Path(tmp))
         if chosen == "onnxruntime":
-            from .ort_backend import OnnxRuntimeBackend
+            from .ort_backend import OnnxRuntimeBackend, providers_for
 
-            providers = ["CPUExecutionProvider"] if device == "cpu" else None
-            result = OnnxRuntimeBackend(onnx_path, providers, threads, fp16, score_names)
+            result = OnnxRuntimeBackend(onnx_path, providers_for(device, bool(fp16)), threads,
+                                        fp16, score_names)
         else:
             from .trt_backend import TensorRTBackend
 

@@ -77,18 +77,19 @@ class ExportSpec:
             raise ConfigError("scores", str(exc)) from None
 
 
+def node_scopes(node: onnx.NodeProto) -> list[str]:
+    """The module scopes (outermost first) the dynamo exporter recorded for ``node``."""
+    meta = {p.key: p.value for p in node.metadata_props}
+    try:
+        return [str(s) for s in ast.literal_eval(meta.get("pkg.torch.onnx.name_scopes", "[]"))]
+    except (ValueError, SyntaxError):
+        return []
+
+
 def fp32_node_names(model: onnx.ModelProto) -> list[str]:
     """Nodes outside ``FP16_SCOPES`` (from the dynamo exporter's per-node module scopes)."""
-    names = []
-    for node in model.graph.node:
-        meta = {p.key: p.value for p in node.metadata_props}
-        try:
-            scopes = ast.literal_eval(meta.get("pkg.torch.onnx.name_scopes", "[]"))
-        except (ValueError, SyntaxError):
-            scopes = []
-        if not any(str(s).startswith(FP16_SCOPES) for s in scopes):
-            names.append(node.name)
-    return names
+    return [node.name for node in model.graph.node
+            if not any(s.startswith(FP16_SCOPES) for s in node_scopes(node))]
 
 
 def metadata(cfg: ModelConfig, spec: ExportSpec, fp32_nodes: list[str],

@@ -32,6 +32,24 @@ def available_cores() -> int:
         return os.cpu_count() or 1
 
 
+def cuda_device_id(device: str | None) -> int:
+    """``cuda:N`` -> N; ``cuda`` / None -> 0 (torch's and ONNX Runtime's default GPU)."""
+    if device is None or str(device) == "cuda":
+        return 0
+    kind, _, index = str(device).partition(":")
+    if kind != "cuda" or not index.isdigit():
+        raise BackendError(f"device must be cpu, cuda or cuda:N, got {device!r}")
+    return int(index)
+
+
+def providers_for(device: str | None = None, fp16: bool = False) -> list:
+    """Execution providers for ``device``: cpu -> CPU only; cuda[:N] / None -> the best
+    available, the GPU ones on device N."""
+    if device == "cpu":
+        return ["CPUExecutionProvider"]
+    return best_providers(fp16, cuda_device_id(device))
+
+
 def best_providers(fp16: bool = False, device_id: int = 0) -> list:
     """Available providers in ``PROVIDER_ORDER``, with options (CPU always last)."""
     import onnxruntime as ort
@@ -53,6 +71,32 @@ def best_providers(fp16: bool = False, device_id: int = 0) -> list:
     return out
 
 
+def session_options(threads: int | None = None):
+    """Full graph optimisation, ``threads`` intra-op threads (default: the usable cores), no
+    inter-op parallelism, no spin-waiting (it steals the cycles of other processes)."""
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    opts.intra_op_num_threads = threads or available_cores()
+    opts.inter_op_num_threads = 1
+    opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    return opts
+
+
+def cpu_model_bytes(path: Path) -> bytes | None:
+    """An int8 QDQ graph rewritten for the CPU's fast u8 kernels (``quantize.uint8_activations``),
+    serialized; None for any other graph (the session then reads the file itself)."""
+    from .onnx_export import load_onnx
+
+    model = load_onnx(path, load_weights=False)
+    if {p.key: p.value for p in model.metadata_props}.get("precision") != "int8":
+        return None
+    from .quantize import uint8_activations
+
+    return uint8_activations(load_onnx(path)).SerializeToString()
+
+
 class OnnxRuntimeBackend:
     """``infer(uint8 [B,3,H,W]) -> InferenceResult`` on an exported graph (fixed B, H, W)."""
     name = "onnxruntime"
@@ -64,14 +108,14 @@ class OnnxRuntimeBackend:
         path = Path(path)
         if not path.is_file():
             raise BackendError(f"model file not found: {path}")
-        opts = ort.SessionOptions()
-        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        opts.intra_op_num_threads = threads or available_cores()
-        opts.inter_op_num_threads = 1
-        opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        providers = providers or best_providers(bool(fp16))
+        model = str(path)
+        first = providers[0][0] if isinstance(providers[0], tuple) else providers[0]
+        if first == "CPUExecutionProvider":
+            model = cpu_model_bytes(path) or model
         try:
-            self.session = ort.InferenceSession(str(path), opts, providers=providers or
-                                                best_providers(bool(fp16)))
+            self.session = ort.InferenceSession(model, session_options(threads),
+                                                providers=providers)
         except Exception as exc:  # onnxruntime raises its own Fail / InvalidProtobuf / ...
             raise BackendError(f"{path} cannot be loaded by ONNX Runtime "
                                f"({type(exc).__name__}: {str(exc).strip().splitlines()[0]})") \

@@ -12,6 +12,10 @@ kernels, and every layer coming from an ONNX node listed in the graph's ``fp32_n
 (normalisation, pixel decoder, semantic inference, scores) is pinned to fp32. TensorRT >= 11 has
 no weak typing; there the engine is built in fp32 with a warning (an fp16 engine would need a
 mixed-precision ONNX).
+
+int8: a QDQ graph (``rba export --int8``, metadata ``precision`` int8) is built with
+``BuilderFlag.INT8``: TensorRT's explicit quantization runs the quantized Conv / MatMul in int8
+at the graph's calibrated scales; everything else stays fp32 (or fp16 with ``fp16``).
 """
 from __future__ import annotations
 
@@ -89,7 +93,7 @@ def _pin_fp32(trt, network, fp32_nodes: set[str], all_nodes: set[str]) -> int:
 
 
 def build_engine(onnx_path: str | Path, fp16: bool, fp32_nodes: set[str], all_nodes: set[str],
-                 workspace_gb: float = DEFAULT_WORKSPACE_GB) -> bytes:
+                 workspace_gb: float = DEFAULT_WORKSPACE_GB, int8: bool = False) -> bytes:
     """Parse the ONNX file and build a serialized engine (fp32, or fp16 with fp32 pins)."""
     import tensorrt as trt
 
@@ -107,6 +111,8 @@ def build_engine(onnx_path: str | Path, fp16: bool, fp32_nodes: set[str], all_no
     config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, int(workspace_gb * (1 << 30)))
     if not fp16 and hasattr(trt.BuilderFlag, "TF32"):
         config.clear_flag(trt.BuilderFlag.TF32)  # fp32 means fp32 (the parity reference)
+    if int8 and hasattr(trt.BuilderFlag, "INT8"):  # explicit quantization from the QDQ nodes
+        config.set_flag(trt.BuilderFlag.INT8)
     if fp16:
         config.set_flag(trt.BuilderFlag.FP16)
         config.set_flag(trt.BuilderFlag.PREFER_PRECISION_CONSTRAINTS)
@@ -144,7 +150,8 @@ class TensorRTBackend:
             log.warning("TensorRT %s builds strongly typed networks only: building an fp32 engine "
                         "(fp16 would need a mixed-precision ONNX)", trt.__version__)
             fp16 = False
-        self.precision = "fp16" if fp16 else "fp32"
+        int8 = meta.get("precision") == "int8"  # a QDQ graph from `rba export --int8`
+        self.precision = ("int8+fp16" if fp16 else "int8") if int8 else ("fp16" if fp16 else "fp32")
         self.device = torch.device(device or "cuda")
         if self.device.type != "cuda":
             raise BackendError(f"the TensorRT backend runs on CUDA devices, not {self.device}")
@@ -167,7 +174,7 @@ class TensorRTBackend:
 
         self.cache = EngineCache(cache_dir)
         data, built = self.cache.get_or_build(
-            key, path, lambda: build_engine(path, fp16, fp32_nodes, all_nodes, workspace_gb),
+            key, path, lambda: build_engine(path, fp16, fp32_nodes, all_nodes, workspace_gb, int8),
             accept)
         self.engine = engines[-1] if not built else runtime.deserialize_cuda_engine(data)
         if self.engine is None:
