@@ -6,7 +6,9 @@ code version), so the peak RSS is the decode call's alone (VmHWM reset just befo
 
 - png: a valid ~400 KB PNG of zeros declaring 20000 x 20000 (400 M pixels);
 - jpeg: a 64x48 JPEG whose frame header declares 20000 x 20000;
-- jpeg-max: the same declaring 65500 x 65500.
+- jpeg-max: the same declaring 65500 x 65500;
+- png-chunk: an 8x8 PNG (~100 bytes) whose IDAT chunk declares 2^31 - 1 bytes;
+- jpeg-scans: a 4096 x 4096 flat progressive JPEG with 200 extra scans (~30 KB).
 
 ``--before`` names the older revision (default ``main``); its ``rba_core`` is taken with
 ``git archive``, so both versions run side by side in one run on the same machine load.
@@ -26,7 +28,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "test"))
 
-from bombs import jpeg_bomb, measure, png_bomb  # noqa: E402
+from bombs import jpeg_bomb, jpeg_scan_bomb, measure, png_bomb, png_chunk_bomb  # noqa: E402
 
 
 def checkout(rev: str, dest: Path) -> Path:
@@ -50,7 +52,9 @@ def main() -> int:
         tmp = Path(tmp)
         old = checkout(args.before, tmp / "before")
         bombs = {"png": ("png", png_bomb(w, h)), "jpeg": ("jpeg", jpeg_bomb(w, h)),
-                 "jpeg-max": ("jpeg", jpeg_bomb(65500, 65500))}
+                 "jpeg-max": ("jpeg", jpeg_bomb(65500, 65500)),
+                 "png-chunk": ("png", png_chunk_bomb()),
+                 "jpeg-scans": ("jpeg", jpeg_scan_bomb(4096, 200))}
         print(f"{'bomb':9} {'bytes':>8} {'code':8} {'seconds':>9} {'extra MB':>9}  outcome")
         for name, (fmt, data) in bombs.items():
             path = tmp / f"{name}.{fmt}"

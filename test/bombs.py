@@ -2,7 +2,8 @@
 
 ``png_bomb``: a valid PNG of zeros that declares W x H (20000 x 20000 gray: ~400 KB, 400 MB of
 pixels once decoded). ``jpeg_bomb``: a small valid JPEG whose frame header (SOF0) is patched to
-declare W x H. ``measure`` decodes one such message as a CompressedImage in a fresh Python process
+declare W x H. ``png_chunk_bomb``: a tiny PNG with a chunk that declares gigabytes.
+``jpeg_scan_bomb``: a progressive JPEG of a few KB with hundreds of scans. ``measure`` decodes one such message as a CompressedImage in a fresh Python process
 with a given copy of ``rba_core`` and reports the decode call's wall time and its extra peak RSS
 (the kernel's high-water mark, reset just before the call via /proc/self/clear_refs).
 """
@@ -47,6 +48,22 @@ def jpeg_bomb(width: int = 20000, height: int = 20000) -> bytes:
     assert struct.unpack(">HH", data[sof + 5:sof + 9]) == (48, 64)
     data[sof + 5:sof + 9] = struct.pack(">HH", height, width)
     return bytes(data)
+
+
+def png_chunk_bomb(length: int = 2**31 - 1) -> bytes:
+    """A 8x8 PNG whose IDAT chunk declares ``length`` bytes (OpenCV allocates them)."""
+    good = cv2.imencode(".png", np.zeros((8, 8, 3), np.uint8))[1].tobytes()
+    at = good.index(b"IDAT") - 4
+    return good[:at] + struct.pack(">I", length) + good[at + 4:]
+
+
+def jpeg_scan_bomb(side: int = 4096, extra_scans: int = 200) -> bytes:
+    """A flat progressive JPEG whose last scan is repeated ``extra_scans`` times: each is a
+    pass over all ``side`` x ``side`` pixels, for ~16 bytes."""
+    img = np.full((side, side, 3), 128, np.uint8)
+    data = cv2.imencode(".jpg", img, [cv2.IMWRITE_JPEG_PROGRESSIVE, 1])[1].tobytes()
+    last = data[data.rindex(b"\xff\xda"):-2]  # the last scan, up to EOI
+    return data[:-2] + last * extra_scans + data[-2:]
 
 
 _PROBE = r"""

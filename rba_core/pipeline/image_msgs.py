@@ -95,6 +95,7 @@ def decode_raw(msg, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
 
 # -- compressed: the size from the header, before anything is decoded ----------------------------
 # JPEG frame headers (SOFn) libjpeg may meet; the others (C4 DHT, C8 JPG, CC DAC) are segments
+MAX_JPEG_SCANS = 64  # progressive JPEGs have ~10; 200 empty scans in 3 KB cost seconds
 JPEG_SOF = {0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF}
 OTHER_FORMATS = [  # signatures of what else cv2.imdecode reads: named in the refusal
     (b"BM", "bmp"), (b"GIF8", "gif"), (b"RIFF", "webp"), (b"PF", "pfm"), (b"Pf", "pfm"),
@@ -131,6 +132,24 @@ def _jpeg_size(b: bytes) -> tuple[int, int]:
     raise ImageDecodeError(f"truncated JPEG: no frame header in {len(b)} bytes")
 
 
+def _png_size(b: bytes) -> tuple[int, int]:
+    """(width, height) from IHDR, after checking that every chunk fits in the data: OpenCV
+    allocates a chunk's declared length before reading it (a 332-byte PNG claiming a 4 GB chunk
+    costs 4 GB and seconds)."""
+    if len(b) < 24 or b[12:16] != b"IHDR":  # libpng: IHDR is the first chunk
+        raise ImageDecodeError(f"truncated PNG: no IHDR in {len(b)} bytes")
+    i = 8
+    while i + 8 <= len(b):
+        length, kind = int.from_bytes(b[i:i + 4], "big"), b[i + 4:i + 8]
+        if i + 12 + length > len(b):
+            raise ImageDecodeError(f"truncated PNG: chunk {kind!r} at {i} declares {length} "
+                                   f"bytes, {len(b) - i - 12} left")
+        if kind == b"IEND":
+            break
+        i += 12 + length
+    return int.from_bytes(b[16:20], "big"), int.from_bytes(b[20:24], "big")
+
+
 def _tiff_size(b: bytes) -> tuple[int, int]:
     """(width, height) of a TIFF's first page (Pillow reads only the directory)."""
     import io
@@ -140,7 +159,7 @@ def _tiff_size(b: bytes) -> tuple[int, int]:
 
     try:
         with warnings.catch_warnings():
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            warnings.simplefilter("ignore")  # Pillow warns on odd tags and huge sizes
             with Image.open(io.BytesIO(b), formats=["TIFF"]) as im:
                 return im.size
     except Image.DecompressionBombError:  # Pillow's own limit (hundreds of M pixels)
@@ -155,11 +174,13 @@ def compressed_size(data) -> tuple[str, int, int]:
     jpeg, png and tiff are read; anything else raises :class:`ImageDecodeError`."""
     b = bytes(data)
     if b.startswith(b"\xff\xd8\xff"):
-        return ("jpeg", *_jpeg_size(b))
+        size = _jpeg_size(b)
+        if (scans := b.count(b"\xff\xda")) > MAX_JPEG_SCANS:  # entropy data never holds FFDA
+            raise ImageDecodeError(f"JPEG with {scans} scans (at most {MAX_JPEG_SCANS}): each "
+                                   "scan is a pass over the whole image")
+        return ("jpeg", *size)
     if b.startswith(b"\x89PNG\r\n\x1a\n"):
-        if len(b) < 24 or b[12:16] != b"IHDR":  # libpng: IHDR is the first chunk
-            raise ImageDecodeError(f"truncated PNG: no IHDR in {len(b)} bytes")
-        return "png", int.from_bytes(b[16:20], "big"), int.from_bytes(b[20:24], "big")
+        return ("png", *_png_size(b))
     if b[:4] in (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+"):
         return ("tiff", *_tiff_size(b))
     name = "avif" if b[4:8] == b"ftyp" else next(
