@@ -11,7 +11,7 @@ sensor_msgs Image / CompressedImage and one of
   behind a valid header: libjpeg fills the rest grey);
 - ("any", None): an error, or an RGB uint8 image within the pixel limit.
 
-``LIMIT`` is the ``max_pixels`` the cases are made for (small, so huge claims stay cheap).
+``LIMIT`` is the default ``max_pixels`` the cases are made for (small: huge claims stay cheap).
 """
 from __future__ import annotations
 
@@ -23,7 +23,7 @@ import cv2
 import numpy as np
 from PIL import Image  # an independent JPEG decoder for the references
 
-LIMIT = 10_000
+LIMIT = 128 * 128
 
 # encoding -> (channels, bytes per channel, channel order) for the numpy reference
 REFERENCE = {"rgb8": (3, 1, "rgb"), "bgr8": (3, 1, "bgr"), "rgba8": (4, 1, "rgb"),
@@ -59,9 +59,9 @@ def reference_rgb(data: bytes, h: int, w: int, enc: str, step: int, bigendian: i
     return px[..., ::-1] if order == "bgr" else px
 
 
-def raw_case(rng, uint_fields: bool = False):
-    """One sensor_msgs/Image as a dict, and its expectation. ``uint_fields``: only values an
-    rclpy message can hold (no negative sizes)."""
+def raw_case(rng, uint_fields: bool = False, limit: int = LIMIT):
+    """One sensor_msgs/Image as a dict, and its expectation for ``max_pixels=limit``.
+    ``uint_fields``: only values an rclpy message can hold (no negative sizes)."""
     pick = rng.random()
     enc = (str(rng.choice(list(REFERENCE))) if pick < 0.6 else
            str(rng.choice(list(OTHER))) if pick < 0.85 else str(rng.choice(UNSUPPORTED)))
@@ -73,10 +73,11 @@ def raw_case(rng, uint_fields: bool = False):
     elif size < 0.08 and not uint_fields:
         h, w = -int(rng.integers(1, 100)), w
     elif size < 0.12:
-        h, w = [(100_000, 100_000), (1, LIMIT + 1), (LIMIT + 1, 1), (2**31, 2)][
+        h, w = [(100_000, 100_000), (1, limit + 1), (limit + 1, 1), (2**31, 2)][
             int(rng.integers(0, 4))]
     elif size < 0.15:
-        h, w = (1, LIMIT) if rng.random() < 0.5 else (100, 100)  # exactly at the limit
+        side = int(limit**0.5)
+        h, w = (1, limit) if rng.random() < 0.5 else (side, limit // side)  # at the limit
     row = max(w, 0) * _bpp(enc)
     kind = rng.random()
     step = (row if kind < 0.45 else row + int(rng.integers(1, 10)) if kind < 0.7 else
@@ -94,7 +95,7 @@ def raw_case(rng, uint_fields: bool = False):
               "step": step, "data": data}
     if h <= 0 or w <= 0:
         return fields, ("error", "empty")
-    if h * w > LIMIT:
+    if h * w > limit:
         return fields, ("error", "too large")
     if enc in UNSUPPORTED:
         return fields, ("error", "unsupported")
@@ -159,8 +160,8 @@ FORMAT_STRINGS = ["jpeg", "png", "tiff", "", "rgb8; jpeg compressed bgr8", "bgr8
 OTHER_CODECS = [".bmp", ".webp", ".ppm", ".sr", ".hdr", ".gif"]
 
 
-def compressed_case(rng, bases: list[dict]):
-    """One sensor_msgs/CompressedImage as a dict, and its expectation."""
+def compressed_case(rng, bases: list[dict], limit: int = LIMIT):
+    """One sensor_msgs/CompressedImage as a dict, and its expectation for ``max_pixels=limit``."""
     base = bases[int(rng.integers(0, len(bases)))]
     data, h, w = base["data"], *base["size"]
     fmt = str(rng.choice(FORMAT_STRINGS))  # the decoder reads the bytes, not this field
@@ -177,7 +178,7 @@ def compressed_case(rng, bases: list[dict]):
             nw = 2**31 - 1
         data = _with_size(base, nw, nh, fix_crc=rng.random() < 0.5)
         expect = (("error", "empty") if nw * nh == 0 else ("error", "too large")
-                  if nw * nh > LIMIT else ("shape", (nh, nw)))
+                  if nw * nh > limit else ("shape", (nh, nw)))
     elif kind < 0.7:  # a valid header, a corrupt body
         buf = bytearray(data)
         start = base["header_end"]
@@ -206,7 +207,7 @@ def compressed_case(rng, bases: list[dict]):
     return {"format": fmt, "data": data}, expect
 
 
-def check(out, expect) -> str | None:
+def check(out, expect, limit: int = LIMIT) -> str | None:
     """None when a decoded image ``out`` fits ``expect``, else what is wrong."""
     what, ref = expect
     if not (isinstance(out, np.ndarray) and out.dtype == np.uint8 and out.ndim == 3
@@ -216,8 +217,8 @@ def check(out, expect) -> str | None:
         return f"decoded {out.shape}, expected an error matching {ref!r}"
     if what == "shape" and out.shape[:2] != ref:
         return f"decoded {out.shape}, expected {ref} or an error"
-    if what == "any" and out.shape[0] * out.shape[1] > LIMIT:
-        return f"decoded {out.shape}, over the limit {LIMIT}"
+    if what == "any" and out.shape[0] * out.shape[1] > limit:
+        return f"decoded {out.shape}, over the limit {limit}"
     if what in ("ok", "close"):
         if out.shape != ref.shape:
             return f"decoded {out.shape}, expected {ref.shape}"
