@@ -14,11 +14,11 @@ latency sampled every ``--sample`` seconds, growth after warm-up reported.
    (from its progress bar), i.e. seconds per frame in that window. Stopped with Ctrl-C after
    ``--minutes`` (or when the bag is done).
 
-Reported: RSS growth after warm-up (the first sample ``--warmup`` s after the first frame vs the
-median of the last three; goal < 5 %), the RSS slope over the post-warm-up samples (MB / min), and the drift of the
-latency: p99 of the last third of the post-warm-up frames / p99 of the first third (node) or
-seconds per frame likewise (replay). Run ``uptime`` before and after: the CPU load changes the
-latencies, not the memory.
+Reported: RSS growth after warm-up (the first sample ``--warmup`` s after the first frame vs
+the median of the last three; goal < 5 %), the RSS slope over the post-warm-up samples (MB /
+min), and the latency drift: p99 of the first third of the post-warm-up frames vs the last third
+(node), or the seconds per frame over the first and the last third of the post-warm-up samples
+(replay). The load average is printed before and after: CPU load changes latencies, not memory.
 
     python bench/bench_soak.py --minutes 10                 # both parts, 10 minutes each
     python bench/bench_soak.py --minutes 2 --part node --transport compressed
@@ -45,6 +45,9 @@ import numpy as np  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "bench"))
+
+from bench_node import Link  # noqa: E402
 
 DATA = Path(os.environ.get("RBA_DATA_DIR", REPO.parent / "shared" / "data"))
 CAMVID_VAL = DATA / "camvid" / "val"
@@ -86,8 +89,9 @@ def drift(values: list[float], q: float) -> tuple[float, float]:
 
 
 # -- node ------------------------------------------------------------------------------------------
-class Camera:
-    """Publishes the CamVid frames in a loop on /cam/...; latency of each anomaly output."""
+class Camera(Link):
+    """Publishes the CamVid frames in a loop on /cam/...; latency of each anomaly output
+    (``one``: a frame and its latency, from bench_node's Link)."""
 
     def __init__(self, client, transport: str):
         from diagnostic_msgs.msg import DiagnosticArray
@@ -149,17 +153,6 @@ class Camera:
                 box.clear()
             del self.diag[:-5]
         self.pub.publish(msg)
-
-    def one(self, node, timeout: float = 600.0) -> float:
-        n = len(self.latency)
-        deadline = time.monotonic() + timeout
-        while len(self.latency) == n:
-            assert time.monotonic() < deadline and node.alive(), node.log()[-3000:]
-            self.publish()
-            wait = time.monotonic() + 60.0
-            while len(self.latency) == n and time.monotonic() < wait and node.alive():
-                time.sleep(0.005)
-        return self.latency[-1][1]
 
     def counters(self) -> dict:
         from rba_ros.harness import diagnostics_values
@@ -285,10 +278,13 @@ def soak_replay(args, workdir: Path) -> dict:
         tail = log.read()[-2000:]
         log.close()
     started = next((s["t"] for s in samples if s["frames"]), 0.0)  # model loaded, first frame
-    per_frame = [s["s_per_frame"] for s in samples
-                 if s["t"] >= started + args.warmup and s["frames"]]
-    first, last = drift(per_frame, 0.5)
-    return {"samples": samples, "rss": growth(samples, started + args.warmup), "frames": done_before,
+    post = [s for s in samples if s["t"] >= started + args.warmup]
+    third = len(post) // 3
+    # seconds per frame over the first and the last third of the samples after warm-up
+    first, last = ((args.sample * len(part) / max(sum(s["frames"] for s in part), 1))
+                   if third >= 2 else float("nan") for part in (post[:third], post[-third:]))
+    return {"samples": samples, "rss": growth(samples, started + args.warmup),
+            "frames": done_before,
             "total": total, "s_per_frame_first": first, "s_per_frame_last": last,
             "exit": proc.returncode, "log_tail": tail}
 

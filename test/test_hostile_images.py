@@ -60,7 +60,8 @@ def tiff(width: int, height: int, pixels: bytes) -> bytes:
 
 @pytest.mark.parametrize("name, data", [
     ("jpeg 65500x65500", jpeg_bomb(65500, 65500)),  # main: a bare cv2.error, not ours
-    ("png 2^31-1 wide", png_bomb(8, 8)[:16] + struct.pack(">II", 2**31 - 1, 8) + png_bomb(8, 8)[24:]),
+    ("png 2^31-1 wide",
+     png_bomb(8, 8)[:16] + struct.pack(">II", 2**31 - 1, 8) + png_bomb(8, 8)[24:]),
     ("tiff 20000x20000", tiff(20000, 20000, bytes(64))),
 ])
 def test_other_bombs_are_refused_as_too_large(name, data):
@@ -78,7 +79,7 @@ def test_limit_is_max_image_pixels_at_the_boundary():
     assert DEFAULT_MAX_PIXELS == 4096 * 4096  # the node's documented default
 
 
-# -- the header parser agrees with what OpenCV decodes ----------------------------------------------
+# -- the header parser agrees with what OpenCV decodes ---------------------------------------
 def _segment(marker: int, body: bytes) -> bytes:
     return bytes([0xFF, marker]) + struct.pack(">H", len(body) + 2) + body
 
@@ -89,10 +90,11 @@ def tricky_jpegs():
                            (5, 5), 0)
     plain = cv2.imencode(".jpg", img)[1].tobytes()
     yield "baseline", plain, (64, 48)
-    yield "progressive", cv2.imencode(".jpg", img, [cv2.IMWRITE_JPEG_PROGRESSIVE, 1])[1].tobytes(), \
-        (64, 48)
+    progressive = cv2.imencode(".jpg", img, [cv2.IMWRITE_JPEG_PROGRESSIVE, 1])[1].tobytes()
+    yield "progressive", progressive, (64, 48)
     thumb = jpeg_bomb(20000, 20000)  # an EXIF thumbnail whose own SOF declares 20000x20000
-    yield "exif thumbnail", plain[:2] + _segment(0xE1, b"Exif\x00\x00" + thumb) + plain[2:], (64, 48)
+    exif = _segment(0xE1, b"Exif\x00\x00" + thumb)
+    yield "exif thumbnail", plain[:2] + exif + plain[2:], (64, 48)
     yield "fill bytes", plain[:2] + b"\xff\xff\xff" + plain[2:], (64, 48)
     yield "comment with a fake SOF", plain[:2] + _segment(0xFE, b"\xff\xc0\x00\x11\x08\x4e\x20") \
         + plain[2:], (64, 48)
