@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from rba_core.dataconf import check, check_bounds, from_dict, param
-from rba_core.pipeline.image_msgs import MAX_PIXELS
+from rba_core.pipeline.image_msgs import DEFAULT_MAX_PIXELS, MAX_PIXELS
 from rba_core.pipeline.messages import OUTPUT_NAMESPACE
 
 TRANSPORTS = ("raw", "compressed")
@@ -63,7 +63,8 @@ class NodeConfig:
     camera_info_topic: str = param("camera_info", "CameraInfo topic relative to each camera "
                                                   "namespace")
     image_transport: Literal["raw", "compressed"] = param(
-        "raw", "raw = sensor_msgs/Image, compressed = sensor_msgs/CompressedImage (jpeg, png)")
+        "raw", "raw = sensor_msgs/Image, compressed = sensor_msgs/CompressedImage (jpeg, png, "
+                 "tiff)")
     output_namespace: str = param(OUTPUT_NAMESPACE,
                                   "outputs go to <camera>/<output_namespace>/<topic>")
     input_qos: QosConfig = param(QosConfig(), "camera subscriptions (the node keeps only the "
@@ -73,8 +74,9 @@ class NodeConfig:
                                 "since receipt when unstamped) when inference could start is "
                                 "dropped and counted; 0 = never drop", (0.0, 3600.0), live=True)
     batch_cameras: bool = param(True, "run one inference over the newest frames of all cameras")
-    max_image_pixels: int = param(16_777_216, "frames with more pixels are rejected (counted as "
-                                              "conversion errors)", (1, MAX_PIXELS))
+    max_image_pixels: int = param(DEFAULT_MAX_PIXELS, "frames with more pixels are rejected "
+                                  "(counted as conversion errors); compressed frames from the "
+                                  "size in their header, before decoding", (1, MAX_PIXELS))
     diagnostics_period: float = param(1.0, "seconds between /diagnostics messages",
                                       (0.05, 3600.0))
 

@@ -42,7 +42,7 @@ from sensor_msgs.msg import CameraInfo, CompressedImage, Image  # noqa: E402
 from rba_core.errors import RbaError  # noqa: E402
 from rba_core.pipeline import messages  # noqa: E402
 from rba_core.pipeline.config import PipelineConfig  # noqa: E402
-from rba_core.pipeline.image_msgs import ImageDecodeError, decode_image  # noqa: E402
+from rba_core.pipeline.image_msgs import decode_image  # noqa: E402
 
 from .bond import NodeBond  # noqa: E402
 from .camera import CameraSlot, Pending  # noqa: E402
@@ -283,17 +283,6 @@ class PerceptionNode(LifecycleNode):
             jobs.append((slot, item))
         return jobs
 
-    def _decode(self, slot: CameraSlot, msg):
-        limit = self.cfg.max_image_pixels
-        if not isinstance(msg, CompressedImage) and int(msg.width) * int(msg.height) > limit:
-            raise ImageDecodeError(f"image too large ({msg.width}x{msg.height} > "
-                                   f"max_image_pixels {limit})")
-        rgb = decode_image(msg)
-        if rgb.shape[0] * rgb.shape[1] > limit:
-            raise ImageDecodeError(f"image too large ({rgb.shape[1]}x{rgb.shape[0]} > "
-                                   f"max_image_pixels {limit})")
-        return rgb
-
     # -- inference worker ------------------------------------------------------------------------
     def _run(self) -> None:
         while not self._stop.is_set():
@@ -315,7 +304,7 @@ class PerceptionNode(LifecycleNode):
         frames = []
         for slot, item in jobs:
             try:
-                frames.append((slot, item, self._decode(slot, item.msg)))
+                frames.append((slot, item, decode_image(item.msg, self.cfg.max_image_pixels)))
             except Exception as exc:  # noqa: BLE001 - ImageDecodeError or a converter bug
                 slot.count("conversion_errors")
                 self.get_logger().warning(

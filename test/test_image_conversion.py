@@ -124,7 +124,7 @@ def _bad_messages():
     yield "huge", SimpleNamespace(**{**vars(good), "height": 100_000, "width": 100_000}), "large"
     yield "truncated jpeg", SimpleNamespace(format="jpeg", data=jpg.tobytes()[:200]), "decode"
     yield "empty jpeg", SimpleNamespace(format="jpeg", data=b""), "empty"
-    yield "garbage png", SimpleNamespace(format="png", data=bytes(range(256)) * 4), "decode"
+    yield "garbage png", SimpleNamespace(format="png", data=bytes(range(256)) * 4), "unsupported"
 
 
 @pytest.mark.parametrize("case", list(_bad_messages()), ids=lambda c: c[0])

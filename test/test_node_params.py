@@ -151,11 +151,12 @@ def test_bounds_agree_with_the_code_behind_them():
     ExportSpec(side, side)
     with pytest.raises(ConfigError):
         ExportSpec(side - 1, side)
-    most = specs["max_image_pixels"].range[1]
+    most, default = specs["max_image_pixels"].range[1], specs["max_image_pixels"].default
 
     def image(pixels):  # 1 row, no data: only the size check passes or fails
         return SimpleNamespace(height=1, width=pixels, encoding="mono8", step=pixels, data=b"")
-    with pytest.raises(ImageDecodeError, match="needs"):  # size accepted, data missing
-        decode_image(image(most))
-    with pytest.raises(ImageDecodeError, match="too large"):
-        decode_image(image(most + 1))
+    for limit, kw in ((most, {"max_pixels": most}), (default, {})):  # replay: the default
+        with pytest.raises(ImageDecodeError, match="needs"):  # size accepted, data missing
+            decode_image(image(limit), **kw)
+        with pytest.raises(ImageDecodeError, match="too large"):
+            decode_image(image(limit + 1), **kw)

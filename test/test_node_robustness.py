@@ -1,15 +1,20 @@
 """Bad input and overload, for real: the node survives and counts, and latency stays bounded.
 
-One node, three cameras: cam0 (Image) and cam1 (CompressedImage) get fuzzed messages, cam2 a
-flood of frames far above the rate the node can sustain.
+One node, three cameras: cam0 (Image) and cam1 (CompressedImage) get fuzzed messages (from
+test/fuzz_images.py, paced so that each is decoded), cam2 a flood of frames far above the rate the
+node can sustain.
 """
 import math
 import time
+from collections import Counter
+from types import SimpleNamespace
 
 import cv2
 import numpy as np
 import pytest
 
+from fuzz_images import compressed_bases, compressed_case, raw_case
+from rba_core.pipeline.image_msgs import ImageDecodeError, decode_image
 from rba_ros.harness import (NodeProcess, RosClient, camera_info, diagnostics_values,
                              have_vision_msgs, make_image, next_domain, now_stamp)
 
@@ -26,7 +31,9 @@ pytestmark = pytest.mark.ros
 PARAMS = {"model_path": "preset:tiny", "backend": "torch", "threads": 1,
           "cameras": ["cam0", "cam1:compressed", "cam2"], "diagnostics_period": 0.5,
           "input_qos.reliability": "reliable", "input_qos.depth": 1000, "max_age": 0.0,
-          "threshold": -1e9, "obstacles.min_area": 1, "ground.pitch": 0.3}
+          "threshold": -1e9, "obstacles.min_area": 1, "ground.pitch": 0.3,
+          "max_image_pixels": 96 * 128}  # the flood frames; fuzzed sizes are checked against it
+LIMIT = PARAMS["max_image_pixels"]
 
 
 @pytest.fixture(scope="module")
@@ -52,96 +59,108 @@ def latest_values(diag, camera: str) -> dict | None:
 
 
 # -- fuzz ------------------------------------------------------------------------------------------
-ENCODINGS = ["rgb8", "bgr8", "rgba8", "bgra8", "mono8", "mono16", "yuv422", "yuyv", "uyvy",
-             "bayer_rggb8", "bayer_gbrg16", "rgb16", "8UC3", "8UC1", "16UC3", "32FC1", "64FC3",
-             "nv12", "nv21", "foo", "", "RGB8", "rgb8\x00", "jpeg"]
-BPP = {"rgb8": 3, "bgr8": 3, "rgba8": 4, "bgra8": 4, "mono8": 1, "mono16": 2, "yuv422": 2,
-       "yuyv": 2, "uyvy": 2, "bayer_rggb8": 1, "bayer_gbrg16": 2, "rgb16": 6, "8UC3": 3}
+N_FUZZ = 300        # messages: 2/3 raw (cam0), 1/3 compressed (cam1)
+N_DECODED = 16      # ... of which this many decode (each costs an inference)
 
 
-def fuzz_raw(rng) -> Image:
-    enc = str(rng.choice(ENCODINGS))
-    h, w = (int(v) for v in rng.integers(0, 40, 2))
-    if rng.random() < 0.05:
-        h, w = 100_000, 100_000  # huge claims, tiny data
-    row = w * BPP.get(enc, 3)
-    step = int(rng.choice([0, max(row - 1, 0), row, row + int(rng.integers(1, 9)),
-                           int(rng.integers(0, 500))]))
-    n = int(rng.choice([0, max(step * h - int(rng.integers(1, 50)), 0), step * h,
-                        int(rng.integers(0, 5000))]))
-    msg = Image(height=h, width=w, encoding=enc, is_bigendian=int(rng.integers(0, 2)), step=step)
-    msg.data = rng.integers(0, 256, min(n, 200_000), dtype=np.uint8).tobytes()
-    return msg
+def fuzz_cases(rng) -> list[tuple[str, dict, tuple]]:
+    """(camera, message fields, expectation, decodes): fuzz_images' cases for max_image_pixels,
+    N_DECODED of them spread over the run decoding. Whether a case that may decode does is asked
+    of the decoder here (checked against references in test_hostile_images), so that the node's
+    counts can be checked message by message."""
+    bases = compressed_bases(rng)
+    cases, decoding = [], set(rng.choice(N_FUZZ, N_DECODED, replace=False).tolist())
+    for i in range(N_FUZZ):
+        cam = "cam0" if i % 3 else "cam1"
+        want = i in decoding
+        while True:
+            fields, expect = (raw_case(rng, uint_fields=True, limit=LIMIT) if cam == "cam0"
+                              else compressed_case(rng, bases, limit=LIMIT))
+            try:
+                decode_image(SimpleNamespace(**fields), LIMIT)
+                decodes = True
+            except ImageDecodeError:
+                decodes = False
+            if decodes == want:
+                break
+        cases.append((cam, fields, expect, decodes))
+    return cases
 
 
-def fuzz_compressed(rng, jpeg: bytes, png: bytes) -> CompressedImage:
-    kind = int(rng.integers(0, 5))
-    if kind == 0:
-        data = jpeg[: int(rng.integers(0, len(jpeg) // 2))]    # truncated JPEG
-    elif kind == 1:
-        data = png[: int(rng.integers(0, len(png) - 1))]       # truncated PNG
-    elif kind == 2:
-        data = rng.integers(0, 256, int(rng.integers(0, 3000)), dtype=np.uint8).tobytes()
-    elif kind == 3:
-        data = b"\xff\xd8\xff\xe0" + bytes(int(rng.integers(0, 100)))  # a JPEG header, no image
-    else:
-        data = b""
-    return CompressedImage(format=str(rng.choice(["jpeg", "png", "", "h264", "bmp"])), data=data)
-
-
-def test_fuzzed_messages_are_counted_and_the_node_lives_on(rig):
+def test_fuzzed_messages_are_decoded_and_counted_and_the_node_lives_on(rig):
+    """Each fuzzed message reaches the decoder (paced: a decodable one's outputs are awaited),
+    every one is counted in /diagnostics, each decoded one gives outputs of its own size."""
     node, c, diag = rig
     rng = np.random.default_rng(0)
-    frame = cv2.GaussianBlur(rng.integers(0, 255, (48, 64, 3), dtype=np.uint8), (7, 7), 0)
-    jpeg = cv2.imencode(".jpg", frame)[1].tobytes()
-    png = cv2.imencode(".png", frame)[1].tobytes()
-    raw = c.publisher(Image, "/cam0/image_raw", depth=500)
-    comp = c.publisher(CompressedImage, "/cam1/image_raw/compressed", depth=500)
+    cases = fuzz_cases(rng)
+    pubs = {"cam0": c.publisher(Image, "/cam0/image_raw", depth=500),
+            "cam1": c.publisher(CompressedImage, "/cam1/image_raw/compressed", depth=500)}
     info = c.publisher(CameraInfo, "/cam0/camera_info")
     points = c.collect(PointCloud2, "/cam0/rba/obstacle_points")
-    n_raw, n_comp = 300, 150
-    for i in range(n_raw):
-        raw.publish(fuzz_raw(rng))
-        if i % 2 == 0:
-            comp.publish(fuzz_compressed(rng, jpeg, png))
-        if i % 10 == 0:  # broken intrinsics must not produce NaN points
+    sizes: dict[tuple, tuple] = {}  # stamp -> (height, width) of the anomaly output
+    for cam in pubs:
+        c.collect(Image, f"/{cam}/rba/anomaly", on_msg=lambda m: sizes.__setitem__(
+            (m.header.stamp.sec, m.header.stamp.nanosec), (m.height, m.width)))
+    sent, refused, decoded = Counter(), Counter(), Counter()
+    for i, (cam, fields, expect, decodes) in enumerate(cases):
+        msg = (Image if cam == "cam0" else CompressedImage)(**fields)
+        stamp = (1_000 + i, 0)  # max_age 0: never stale; unique, to find the outputs
+        msg.header.stamp.sec, msg.header.stamp.nanosec = stamp
+        pubs[cam].publish(msg)
+        sent[cam] += 1
+        if decodes:
+            decoded[cam] += 1
+            c.wait_until(lambda: stamp in sizes, 60, f"outputs of fuzzed message {i}", node)
+            if expect[0] in ("ok", "close", "shape"):
+                want = expect[1].shape[:2] if expect[0] != "shape" else expect[1]
+                assert sizes[stamp] == want, (i, cam, expect[0], fields.get("encoding"))
+            time.sleep(0.2)  # the other outputs of this frame are still being published
+        else:
+            refused[cam] += 1
+            time.sleep(0.02)  # refusing takes well under a millisecond
+        if i % 20 == 0:  # broken intrinsics must not produce NaN points
             bad = camera_info("cam0_optical", 64, 48, 40.0)
             bad.k = [float(v) for v in rng.choice([0.0, np.nan, np.inf, -5.0], 9)]
             info.publish(bad)
-        time.sleep(0.005)
         assert node.alive(), node.log()[-3000:]
 
-    def settled(cam, n):
+    def settled(cam):
         v = latest_values(diag, cam)
-        if v is None or int(v["frames_received"]) < n:
+        if v is None or int(v["frames_received"]) < sent[cam]:
             return None
         done = sum(int(v[k]) for k in ("frames_processed", "conversion_errors",
                                        "processing_errors", "dropped_replaced", "dropped_stale"))
-        return v if done == n else None  # every frame accounted for
+        return v if done == sent[cam] else None  # every message accounted for
 
-    for cam, n in (("cam0", n_raw), ("cam1", n_comp)):
+    for cam in pubs:
         try:
-            v = c.wait_until(lambda: settled(cam, n), 60, f"{cam}: all {n} frames counted", node)
+            v = c.wait_until(lambda: settled(cam), 60, f"{cam}: all {sent[cam]} counted", node)
         except AssertionError as exc:
             raise AssertionError(f"{exc}\nlast diagnostics: {latest_values(diag, cam)}") from None
-        assert int(v["conversion_errors"]) >= n // 5, v
+        dropped = int(v["dropped_replaced"]) + int(v["dropped_stale"])
+        info_ = (f"{cam}: sent {sent[cam]}, refused by the decoder {refused[cam]}, decoded "
+                 f"{decoded[cam]}; diagnostics {v}")
+        print(info_)
+        assert dropped <= sent[cam] // 20, info_  # paced: (nearly) every message is decoded
+        assert refused[cam] - dropped <= int(v["conversion_errors"]) <= refused[cam], info_
+        assert int(v["frames_processed"]) + int(v["processing_errors"]) == decoded[cam], info_
     # throttled logging: a handful of lines, not one per bad frame
     assert node.log().count("cannot convert image") <= 20
 
     # ... and the next good frames are processed, with finite points once K is valid
-    pub = c.publisher(Image, "/cam0/image_raw")
-    cpub = c.publisher(CompressedImage, "/cam1/image_raw/compressed")
-    anomaly = {cam: c.collect(Image, f"/{cam}/rba/anomaly") for cam in ("cam0", "cam1")}
+    frame = cv2.GaussianBlur(rng.integers(0, 255, (48, 64, 3), dtype=np.uint8), (7, 7), 0)
+    jpeg = cv2.imencode(".jpg", frame)[1].tobytes()
+    n = len(sizes)
     deadline = time.monotonic() + 60
-    while time.monotonic() < deadline and not (all(anomaly.values()) and points):
+    while time.monotonic() < deadline and not (len(sizes) >= n + 2 and points):
         stamp = now_stamp(c.node)
         info.publish(camera_info("cam0_optical", 64, 48, 40.0, stamp))
-        pub.publish(make_image(frame, "rgb8", "cam0_optical", stamp))
+        pubs["cam0"].publish(make_image(frame, "rgb8", "cam0_optical", stamp))
         msg = CompressedImage(format="jpeg", data=jpeg)
         msg.header.stamp.sec, msg.header.stamp.nanosec = stamp
-        cpub.publish(msg)
+        pubs["cam1"].publish(msg)
         time.sleep(0.3)
-    assert all(anomaly.values()) and points, f"no outputs after the fuzz\n{node.log()[-3000:]}"
+    assert len(sizes) >= n + 2 and points, f"no outputs after the fuzz\n{node.log()[-3000:]}"
     for _, msg in points:
         assert np.isfinite(np.frombuffer(msg.data, np.float32)).all()
     assert node.alive()

@@ -78,7 +78,28 @@ def _metadata(path: Path) -> dict[str, str]:
         with safe_open(str(path), framework="pt") as f:
             return f.metadata() or {}
     except (SafetensorError, OSError, ValueError) as exc:
-        raise CheckpointError(f"{path} is not a readable safetensors model ({exc})") from None
+        if (size := _declared_size(path)) is not None and size > path.stat().st_size:
+            raise CheckpointError(f"{path} is truncated: {path.stat().st_size} bytes, its "
+                                  f"header describes at least {size}") from None
+        raise CheckpointError(f"{path} is not a readable safetensors model ({exc}); models are "
+                              "the .safetensors of `rba train` / `rba convert` or the .onnx of "
+                              "`rba export`") from None
+
+
+def _declared_size(path: Path) -> int | None:
+    """File size a safetensors header promises (8-byte length, JSON, data), None if unreadable."""
+    try:
+        with open(path, "rb") as f:
+            n = int.from_bytes(f.read(8), "little")
+            if not 2 <= n <= 100_000_000 or f.read(1) != b"{":
+                return None
+            if 8 + n > path.stat().st_size:  # cut inside the header
+                return 8 + n
+            header = json.loads(b"{" + f.read(n - 1))
+        return 8 + n + max((v["data_offsets"][1] for k, v in header.items()
+                            if k != "__metadata__"), default=0)
+    except (OSError, ValueError, KeyError, TypeError, IndexError):
+        return None
 
 
 def read_config(path: str | Path) -> tuple[ModelConfig, dict]:

@@ -35,6 +35,8 @@ def resolve_model_path(model: str | Path | None) -> str:
     model = str(model)
     if model.startswith(PRESET_PREFIX):
         return model
+    if Path(model).is_dir():
+        raise BackendError(f"{model} is a folder, not a model file (.safetensors or .onnx)")
     if not Path(model).is_file():
         raise BackendError(f"model file not found: {model}")
     return model

@@ -120,6 +120,39 @@ def info_from_metadata(meta: dict[str, str], path: str | Path) -> ModelInfo:
         raise BackendError(f"{path}: rba_ros metadata is malformed ({exc})") from None
 
 
+def check_graph_io(inputs: list[tuple], outputs: list[str], info: ModelInfo,
+                   path: str | Path) -> None:
+    """The graph behind our metadata takes and returns what ``rba export`` makes: one input
+    ``images`` uint8 [batch, 3, H, W] as the metadata says, and the outputs ``OUTPUT_NAMES``.
+    ``inputs``: [(name, element type such as 'uint8', shape)] (a graph with our metadata copied
+    onto it would otherwise fail on every frame instead of when it is loaded)."""
+    want = [info.batch_size, 3, *info.input_size]
+    got = ", ".join(f"{n} {t} {list(s)}" for n, t, s in inputs) or "none"
+    if len(inputs) != 1 or inputs[0][0] != INPUT_NAME or inputs[0][1] != "uint8" or \
+            list(inputs[0][2]) != want:
+        raise BackendError(f"{path} was not made by `rba export`: its inputs are {got}, expected "
+                           f"{INPUT_NAME} uint8 {want} (re-export the model with `rba export`)")
+    if missing := [n for n in OUTPUT_NAMES if n not in outputs]:
+        raise BackendError(f"{path} was not made by `rba export`: no output "
+                           f"{', '.join(missing)} (it has {', '.join(outputs) or 'none'}); "
+                           "re-export the model with `rba export`")
+
+
+def proto_io(model: onnx.ModelProto) -> tuple[list[tuple], list[str]]:
+    """(inputs, output names) of an ONNX graph for ``check_graph_io``."""
+    weights = {t.name for t in model.graph.initializer}  # old IRs list them as inputs too
+    inputs = []
+    for v in model.graph.input:
+        if v.name in weights:
+            continue
+        t = v.type.tensor_type
+        dtype = (np.dtype(onnx.helper.tensor_dtype_to_np_dtype(t.elem_type)).name
+                 if t.elem_type else "?")
+        inputs.append((v.name, dtype, [d.dim_value if d.HasField("dim_value") else d.dim_param
+                                       for d in t.shape.dim]))
+    return inputs, [v.name for v in model.graph.output]
+
+
 def load_onnx(path: str | Path, load_weights: bool = True) -> onnx.ModelProto:
     """onnx.load with one-line errors for missing and corrupt files."""
     path = Path(path)

@@ -18,7 +18,7 @@ import numpy as np
 from .base import BackendError, InferenceResult, check_images, single_mode
 from .engine_cache import cache_root
 from .graph import OUTPUT_NAMES
-from .onnx_export import INPUT_NAME, info_from_metadata
+from .onnx_export import INPUT_NAME, check_graph_io, info_from_metadata
 
 log = logging.getLogger(__name__)
 
@@ -122,6 +122,9 @@ class OnnxRuntimeBackend:
                 from None
         meta = self.session.get_modelmeta().custom_metadata_map
         self.info = info_from_metadata(meta, path)
+        check_graph_io([(i.name, i.type.removeprefix("tensor(").removesuffix(")"), i.shape)
+                        for i in self.session.get_inputs()],
+                       [o.name for o in self.session.get_outputs()], self.info, path)
         self.graph_scores = list(self.info.score_names)
         self.info.score_names = select_scores(self.graph_scores, score_names, path)
         self.providers = self.session.get_providers()

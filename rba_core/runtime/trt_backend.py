@@ -30,7 +30,7 @@ from ..files import file_sha256
 from .base import BackendError, InferenceResult, check_images, single_mode
 from .engine_cache import EngineCache, EngineKey
 from .graph import OUTPUT_NAMES
-from .onnx_export import INPUT_NAME, info_from_metadata, load_onnx
+from .onnx_export import INPUT_NAME, check_graph_io, info_from_metadata, load_onnx, proto_io
 from .ort_backend import select_scores, to_result
 
 log = logging.getLogger(__name__)
@@ -142,6 +142,7 @@ class TensorRTBackend:
         proto = load_onnx(path, load_weights=False)
         meta = {p.key: p.value for p in proto.metadata_props}
         self.info = info_from_metadata(meta, path)
+        check_graph_io(*proto_io(proto), self.info, path)
         self.graph_scores = list(self.info.score_names)
         self.info.score_names = select_scores(self.graph_scores, score_names, path)
         if fp16 is None:
