@@ -35,7 +35,7 @@ CASES = {  # file -> what its error says
     "empty.safetensors": UNREADABLE,
     "notes.txt": UNREADABLE,
     "folder.onnx": "is a folder",
-    "text.onnx": "cannot be loaded by ONNX Runtime",
+    "text.onnx": "is not a readable ONNX model",
     "empty.onnx": "cannot be loaded by ONNX Runtime",
     "foreign.onnx": "not an rba_ros ONNX export",
     "foreign_name.onnx": f"{FOREIGN}: its inputs are x uint8 [1, 3, 64, 64]",
