@@ -49,7 +49,8 @@ from .camera import CameraSlot, Pending  # noqa: E402
 from .config import NodeConfig, QosConfig  # noqa: E402
 from .conversions import message_type, to_msg  # noqa: E402
 from .diagnostics import Diagnostics  # noqa: E402
-from .params import declare_all, read_values, split_configs  # noqa: E402
+from .params import (configure_time_changes, declare_all, plain, read_values,  # noqa: E402
+                     refusal, split_configs)
 
 NODE_NAME = "rba_perception"
 SUCCESS, FAILURE = TransitionCallbackReturn.SUCCESS, TransitionCallbackReturn.FAILURE
@@ -236,11 +237,15 @@ class PerceptionNode(LifecycleNode):
 
     # -- parameters ------------------------------------------------------------------------------
     def _on_set_parameters(self, params) -> SetParametersResult:
-        """Live changes: PipelineConfig fields (validated against the model) and max_age."""
+        """Live values (PipelineConfig fields, validated against the model, and max_age) in every
+        state; configure-time values while unconfigured only (``cfg`` is None)."""
         values = read_values(self, self.specs)
-        ours = {p.name: ([] if p.value is None else p.value) for p in params if p.name in values}
+        specs = {s.name: s for s in self.specs}
+        ours = {p.name: plain(specs[p.name], p.value) for p in params if p.name in specs}
         if not ours:  # use_sim_time, qos overrides, ...: not ours to judge
             return SetParametersResult(successful=True)
+        if self.cfg is not None and (fixed := configure_time_changes(self.specs, values, ours)):
+            return SetParametersResult(successful=False, reason=refusal(fixed, self.active))
         values.update(ours)
         try:
             node_cfg, pipeline_cfg = split_configs(values)
