@@ -23,6 +23,7 @@ import os
 os.environ.setdefault("OPENCV_IO_MAX_IMAGE_PIXELS", str(2 ** 26))
 os.environ.setdefault("OPENCV_LOG_LEVEL", "ERROR")  # decode failures are counted and logged by us
 
+import faulthandler  # noqa: E402
 import functools  # noqa: E402
 import logging  # noqa: E402
 import signal  # noqa: E402
@@ -401,6 +402,8 @@ def main(args=None) -> None:
     Run as a program (``args`` None) it then ends with ``os._exit(0)``: the interpreter's own
     teardown of torch and timm takes seconds (1.9 s and 4.4 s measured on a loaded 2-core
     machine), longer than ros2 launch waits before it escalates."""
+    if not faulthandler.is_enabled():  # a crash in native code (DDS, torch) logs every
+        faulthandler.enable()          # thread's Python stack instead of dying silently
     stop = threading.Event()
     previous = {sig: signal.signal(sig, lambda *_: stop.set())
                 for sig in (signal.SIGINT, signal.SIGTERM)}
