@@ -1,5 +1,6 @@
-"""Another model without a restart, for real: configure-time parameters are refused while the
-node is configured, taken while it is unconfigured, and the next configure loads what they say.
+"""Parameters of the real node process. Another model without a restart: configure-time
+parameters are refused while the node is configured, taken while it is unconfigured, and the next
+configure loads what they say. A bad value at start is one line and exit code 2.
 
 The node starts on a random-weights preset; after cleanup it gets ``model_path: ""`` (the embedded
 default model) and another camera. What it then publishes for a CamVid frame must be what the
@@ -119,3 +120,17 @@ def test_cleanup_set_configure_loads_another_model(tmp_path, data_dir):
     assert (after == expected).mean() >= 0.99, (after == expected).mean()
     assert (before == expected).mean() < 0.9, (before == expected).mean()
     assert "Traceback" not in node.log()
+
+
+@pytest.mark.parametrize("arg, words", [("threshold:=abc", "expecting type 'DOUBLE'"),
+                                         ("overlay_alpha:=2.0", "out of range")])
+def test_a_bad_parameter_at_start_is_one_line_and_exit_2(tmp_path, arg, words):
+    name = arg.split(":=")[0]
+    node = NodeProcess(tmp_path, next_domain(), {"autostart": False}, extra_args=["-p", arg])
+    with node:
+        rc = node.proc.wait(120)
+    log = node.log()
+    assert rc == 2, log
+    assert "Traceback" not in log
+    (line,) = [ln for ln in log.splitlines() if "bad parameter" in ln]
+    assert line.startswith(f"{NODE}: bad parameter:") and words in line and name in line, line
