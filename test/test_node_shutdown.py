@@ -20,6 +20,7 @@ if not have_vision_msgs():
     pytest.skip("vision_msgs not built into this venv (bash scripts/build_vision_msgs.sh VENV)",
                 allow_module_level=True)
 
+from diagnostic_msgs.msg import DiagnosticArray  # noqa: E402
 from sensor_msgs.msg import Image  # noqa: E402
 
 pytestmark = pytest.mark.ros
@@ -111,8 +112,9 @@ def test_a_native_crash_leaves_every_threads_python_stack_in_the_log(client, tmp
     domain, c = client
     node = NodeProcess(tmp_path, domain, {**PARAMS, "autostart": False},
                        env={"PYTHONFAULTHANDLER": ""})
-    with node:
-        assert c.state("rba_perception", timeout=120) == "unconfigured"
+    diag = c.collect(DiagnosticArray, "/diagnostics")
+    with node:  # spinning: it publishes diagnostics (a topic; a service call may be lost here)
+        c.wait_until(lambda: diag, 120, "diagnostics from the node", node)
         node.proc.send_signal(signal.SIGSEGV)
         rc = node.proc.wait(30)
     log = node.log()
