@@ -217,6 +217,15 @@ class RosClient:
         res = self.call(SetParameters, f"/{node_name}/set_parameters", req)
         return [(r.successful, r.reason) for r in res.results]
 
+    def get_params(self, node_name: str, names: list[str]) -> dict:
+        """Current values of parameters ``names`` (Python values)."""
+        from rcl_interfaces.srv import GetParameters
+        from rclpy.parameter import parameter_value_to_python
+
+        res = self.call(GetParameters, f"/{node_name}/get_parameters",
+                        GetParameters.Request(names=names))
+        return {n: parameter_value_to_python(v) for n, v in zip(names, res.values)}
+
 
 def qos(reliable: bool, depth: int, transient_local: bool = False):
     from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy

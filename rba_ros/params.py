@@ -2,9 +2,11 @@
 
 Every dataclass field becomes one parameter with a dotted name (``obstacles.min_area``,
 ``input_qos.depth``), declared with a descriptor made from the field's ``param`` metadata
-(description, bounds, live), its allowed values, and read-only for NodeConfig fields (they are used
-when the node is configured) except the live ones. PipelineConfig fields change live. Values are
-validated by the dataclasses, so an error names the parameter.
+(description, bounds, live) and its allowed values. When a value is read (``ParamSpec.read_at``):
+PipelineConfig fields and live NodeConfig fields take effect at once; the other NodeConfig fields
+are read at configure, so the node takes them while unconfigured and refuses changes while
+configured (``configure_time_changes``); ``autostart`` is read once, at node start (read-only).
+Values are validated by the dataclasses, so an error names the parameter.
 """
 from __future__ import annotations
 
@@ -20,14 +22,22 @@ from rba_core.pipeline.config import PipelineConfig
 from .config import NodeConfig
 
 
+READ_AT_START = ("autostart",)  # NodeConfig fields read once, when the node starts
+READ_AT = {"live": "yes", "configure": "at configure", "start": "at start"}  # README "live" column
+
+
 @dataclass
 class ParamSpec:
     name: str            # dotted ROS parameter name
     tp: Any              # annotation: bool, int, float, str, Literal[...], list[...]
     default: Any
     description: str
-    read_only: bool
+    read_at: str         # live | configure | start (see READ_AT)
     range: tuple | None = None  # (lo, hi) closed, hi None = open (lists only; not ROS-checked)
+
+    @property
+    def live(self) -> bool:
+        return self.read_at == "live"
 
     @property
     def choices(self) -> tuple | None:
@@ -49,9 +59,11 @@ def _walk(obj, fixed: bool, prefix: str = "", context: str = ""):
         if dataclasses.is_dataclass(value):
             yield from _walk(value, fixed, name + ".", meta["doc"])
         else:
+            read_at = ("live" if not fixed or meta["live"] else
+                       "start" if name in READ_AT_START else "configure")
             yield ParamSpec(name, hints[f.name], value,
                             f"{context}: {meta['doc']}" if context else meta["doc"],
-                            fixed and not meta["live"], meta["bounds"])
+                            read_at, meta["bounds"])
 
 
 def parameter_specs() -> list[ParamSpec]:
@@ -79,9 +91,25 @@ def markdown_table(specs: list[ParamSpec] | None = None) -> str:
             desc += f" ({' / '.join(s.choices)})"
         cells = [desc, bounds_text(s.range) if s.range else ""]
         desc, rng = (c.replace("|", "/").replace("<", "&lt;").replace(">", "&gt;") for c in cells)
-        rows.append(f"| `{s.name}` | {s.kind} | `{default}` | {'no' if s.read_only else 'yes'} "
+        rows.append(f"| `{s.name}` | {s.kind} | `{default}` | {READ_AT[s.read_at]} "
                     f"| {rng} | {desc} |")
     return "\n".join(rows)
+
+
+def configure_time_changes(specs: list[ParamSpec], current: dict[str, Any],
+                           new: dict[str, Any]) -> list[str]:
+    """Names of the parameters in ``new`` that are read at configure and differ from ``current``
+    (setting the value a parameter already has is no change: ``ros2 param load`` of a whole file)."""
+    read_at = {s.name: s.read_at for s in specs}
+    return sorted(n for n, v in new.items() if read_at[n] != "live" and v != current[n])
+
+
+def refusal(names: list[str], active: bool) -> str:
+    """Why a configured node refuses new values for configure-time parameters ``names``."""
+    steps = "deactivate and clean up the node first" if active else "clean up the node first"
+    return (f"{', '.join(names)} {'is' if len(names) == 1 else 'are'} read at configure: "
+            f"{steps}, then set {'it' if len(names) == 1 else 'them'} and configure "
+            f"(the node is {'active' if active else 'inactive'})")
 
 
 # -- rclpy side ----------------------------------------------------------------------------------
@@ -98,10 +126,15 @@ def declare_all(node, specs: list[ParamSpec] | None = None) -> list[ParamSpec]:
              "float[]": ParameterType.PARAMETER_DOUBLE_ARRAY}
     unset = {"str[]": Parameter.Type.STRING_ARRAY, "int[]": Parameter.Type.INTEGER_ARRAY,
              "float[]": Parameter.Type.DOUBLE_ARRAY}
+    note = {"live": "", "configure": " [read at configure: set it while the node is unconfigured]",
+            "start": " [read at node start]"}
     specs = specs or parameter_specs()
     for s in specs:
-        d = ParameterDescriptor(name=s.name, type=types[s.kind], description=s.description,
-                                read_only=s.read_only)
+        # not read_only for configure-time values: ROS cannot toggle that at run time, so the
+        # set-parameters callback refuses them while configured
+        d = ParameterDescriptor(name=s.name, type=types[s.kind],
+                                description=s.description + note[s.read_at],
+                                read_only=s.read_at == "start")
         if s.choices:
             d.additional_constraints = "one of: " + ", ".join(s.choices)
         if s.range and s.kind == "float":
@@ -118,10 +151,11 @@ def declare_all(node, specs: list[ParamSpec] | None = None) -> list[ParamSpec]:
     return specs
 
 
+def plain(spec: ParamSpec, value) -> Any:
+    """A parameter value as the configs take it (unset arrays: None -> []; array.array -> list)."""
+    return [] if value is None else (list(value) if spec.kind.endswith("[]") else value)
+
+
 def read_values(node, specs: list[ParamSpec]) -> dict[str, Any]:
     """Current values of ``specs`` (unset arrays -> [])."""
-    out = {}
-    for s in specs:
-        value = node.get_parameter_or(s.name).value  # unset typed arrays: None
-        out[s.name] = [] if value is None else (list(value) if s.kind.endswith("[]") else value)
-    return out
+    return {s.name: plain(s, node.get_parameter_or(s.name).value) for s in specs}

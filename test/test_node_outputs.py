@@ -242,7 +242,7 @@ def test_live_parameters_take_effect(rig):
     ({"score": "msp"}, "not computed"),                        # the model does not compute it
     ({"obstacles.drivable_classes": ["lane"]}, "unknown class 'lane'"),
     ({"obstacles.region": "road"}, "obstacles.region"),
-    ({"model_path": "other.safetensors"}, "read-only"),             # fixed while configured
+    ({"model_path": "other.safetensors"}, "model_path is read at configure"),  # while active
     ({"ground.camera_height": 0.0}, ""),
 ])
 def test_invalid_parameter_changes_are_rejected(rig, values, words):

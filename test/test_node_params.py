@@ -1,4 +1,5 @@
 """Node parameters <-> configs, and the shipped config/perception.yaml (no ROS processes)."""
+import dataclasses
 import math
 import re
 
@@ -7,12 +8,13 @@ import yaml
 
 from rba_core.dataconf import ConfigError
 from rba_ros.config import NodeConfig
-from rba_ros.params import markdown_table, nest, parameter_specs, split_configs
+from rba_ros.params import (configure_time_changes, markdown_table, nest, parameter_specs, refusal,
+                            split_configs)
 
 from conftest import REPO
 
 YAML = REPO / "config" / "perception.yaml"
-
+NODE_FIELDS = {f.name for f in dataclasses.fields(NodeConfig)}
 
 def flatten(tree: dict, prefix: str = "") -> dict:
     out = {}
@@ -52,14 +54,35 @@ def test_yaml_values_make_valid_configs():
 
 def test_fixed_and_live_parameters():
     specs = {s.name: s for s in parameter_specs()}
-    live = {n for n, s in specs.items() if not s.read_only}
+    live = {n for n, s in specs.items() if s.live}
     # what the issue asks to change live, at least
     assert {"threshold", "score", "overlay_alpha", "obstacles.region",
             "obstacles.drivable_classes", "obstacles.min_area", "max_age"} <= live
-    assert {"model_path", "backend", "cameras", "input_size", "input_qos.depth"}.isdisjoint(live)
+    # read by on_configure (NodeConfig) -> settable while unconfigured; autostart only at start
+    node_fields = {s.name for s in parameter_specs() if s.name.split(".")[0] in NODE_FIELDS}
+    at_configure = {n for n, s in specs.items() if s.read_at == "configure"}
+    assert at_configure == node_fields - {"max_age", "autostart"}
+    assert {"model_path", "backend", "device", "cameras", "input_size"} <= at_configure
+    assert specs["autostart"].read_at == "start"
     assert specs["overlay_alpha"].range == (0.0, 1.0)
     assert specs["ground.pitch"].range == (-math.pi / 2, math.pi / 2)
     assert specs["obstacles.region"].choices == ("all", "adjacent", "within")
+
+
+def test_configure_time_changes_and_the_refusal():
+    specs = parameter_specs()
+    current = {s.name: s.default for s in specs}
+    new = {"model_path": "preset:tiny", "threshold": 0.3, "backend": "auto", "cameras": ["a"]}
+    # threshold is live, backend unchanged: only the two real configure-time changes count
+    assert configure_time_changes(specs, current, new) == ["cameras", "model_path"]
+    assert configure_time_changes(specs, current, {"max_age": 2.0}) == []
+    # the reason names the parameters and the lifecycle steps from the node's state
+    active = refusal(["model_path"], active=True)
+    assert active.startswith("model_path is read at configure")
+    assert "deactivate" in active and "clean up" in active
+    inactive = refusal(["cameras", "device"], active=False)
+    assert inactive.startswith("cameras, device are read at configure")
+    assert "clean up" in inactive and "deactivate" not in inactive
 
 
 @pytest.mark.parametrize("values, field", [
@@ -89,7 +112,8 @@ def test_nest_and_table():
     table = markdown_table()
     assert table.count("\n") == len(parameter_specs()) + 1
     assert "| `obstacles.region` | str | `\"all\"` | yes |" in table
-    assert "| `model_path` | str | `\"\"` | no |" in table
+    assert "| `model_path` | str | `\"\"` | at configure |" in table
+    assert "| `autostart` | bool | `true` | at start |" in table
 
 
 def test_readme_parameter_table_is_generated_from_the_specs():

@@ -20,6 +20,7 @@ if not have_vision_msgs():
     pytest.skip("vision_msgs not built into this venv (bash scripts/build_vision_msgs.sh VENV)",
                 allow_module_level=True)
 
+from diagnostic_msgs.msg import DiagnosticArray  # noqa: E402
 from sensor_msgs.msg import Image  # noqa: E402
 
 pytestmark = pytest.mark.ros
@@ -102,3 +103,21 @@ def test_signals_end_in_a_clean_exit(case, client, tmp_path):
     assert rc == 0, f"{case}: exit code {rc}\n{log[-3000:]}"
     assert "Traceback" not in log, f"{case}: traceback in the log\n{log[-3000:]}"
     assert seconds < LIMIT, f"{case}: {seconds:.2f} s to exit\n{log[-3000:]}"
+
+
+def test_a_native_crash_leaves_every_threads_python_stack_in_the_log(client, tmp_path):
+    """A segfault in DDS or torch code must not vanish silently (exit -11, nothing logged): the
+    node runs faulthandler, so the log shows where each thread was. PYTHONFAULTHANDLER is empty
+    (off) in its environment, so this is the node's own doing."""
+    domain, c = client
+    node = NodeProcess(tmp_path, domain, {**PARAMS, "autostart": False},
+                       env={"PYTHONFAULTHANDLER": ""})
+    diag = c.collect(DiagnosticArray, "/diagnostics")
+    with node:  # spinning: it publishes diagnostics (a topic; a service call may be lost here)
+        c.wait_until(lambda: diag, 120, "diagnostics from the node", node)
+        node.proc.send_signal(signal.SIGSEGV)
+        rc = node.proc.wait(30)
+    log = node.log()
+    assert rc == -signal.SIGSEGV, log[-3000:]
+    assert "Fatal Python error: Segmentation fault" in log, log[-3000:]
+    assert 'File "' in log and "perception_node.py" in log, log[-3000:]  # the main thread's stack
