@@ -14,11 +14,12 @@ export ROS_AUTOMATIC_DISCOVERY_RANGE := LOCALHOST
 
 setup: $(STAMP)
 
-$(STAMP): setup.py requirements/constraints.txt scripts/build_vision_msgs.sh
+$(STAMP): setup.py requirements/constraints.txt scripts/build_ros_msgs.sh \
+  $(wildcard ros_interfaces/*/*.xml ros_interfaces/*/*.txt rba_core/ros_msgs/*/msg/*.msg)
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PIP) install --quiet --upgrade "pip>=24"
 	$(PIP) install --quiet -c requirements/constraints.txt -e ".[ros,ros-build,dev]"
-	bash scripts/build_vision_msgs.sh $(VENV)
+	bash scripts/build_ros_msgs.sh $(VENV)
 	touch $(STAMP)
 
 demo: $(STAMP)
