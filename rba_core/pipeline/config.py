@@ -22,11 +22,19 @@ class ObstacleConfig:
     adjacency_px: int = 15
     score: Literal["peak", "mean"] = "peak"
     max_detections: int = 50
+    footprint_depth: float = 0.5        # metres filled behind each ground-contact line
+    track_min_iou: float = 0.2          # ids: a detection continues a track at this box IoU...
+    track_max_distance: float = 1.0     # ...or this footprint-centre distance (metres)
+    track_max_missed: int = 5           # frames a track survives without a detection
 
     def __post_init__(self):
         check(self.min_area >= 1, "min_area", "must be >= 1")
         check(self.adjacency_px >= 0, "adjacency_px", "must be >= 0")
         check(self.max_detections >= 1, "max_detections", "must be >= 1")
+        check(0.0 <= self.footprint_depth <= 100.0, "footprint_depth", "must be in [0, 100]")
+        check(0.0 < self.track_min_iou <= 1.0, "track_min_iou", "must be in (0, 1]")
+        check(self.track_max_distance >= 0.0, "track_max_distance", "must be >= 0")
+        check(self.track_max_missed >= 0, "track_max_missed", "must be >= 0")
 
 
 @dataclass
@@ -54,6 +62,8 @@ class PipelineConfig:
     heatmap_range: list[float] = field(default_factory=list)  # [lo, hi] for anomaly_color; [] = auto
     obstacles: ObstacleConfig = field(default_factory=ObstacleConfig)
     ground: GroundConfig = field(default_factory=GroundConfig)
+    ground_frame: str = ""              # TF frame whose z = 0 is the ground; "" = use ground.*
+    heatmap_percentiles: bool = False   # anomaly_color per frame 1st..99th pct, not calibrated
 
     def __post_init__(self):
         check(0.0 <= self.overlay_alpha <= 1.0, "overlay_alpha", "must be in [0, 1]")
