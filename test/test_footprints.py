@@ -225,3 +225,23 @@ def test_free_points_lie_under_drivable_non_anomalous_pixels():
     g2 = p.ground(p.postprocess(outputs(render(rig, [BOX]), road)), camera(rig))
     free2 = world(rig, g2, g2.free_points)
     assert (rect_distance(free2[:, :2], *core) == 0).sum() >= 10
+
+
+def test_point_intensity_is_the_calibrated_probability_of_its_pixel():
+    from rba_core.pipeline.calibration import ScoreCalibration
+
+    rig = RIGS["plumb_bob"]
+    mask = render(rig, [BOX])
+    out = outputs(mask)
+    rows = np.arange(mask.shape[0], dtype=np.float32)[:, None]
+    out.scores["rba"] = np.where(mask, rows / 100.0, -1.0).astype(np.float32)  # varies by row
+    cal = ScoreCalibration("rba", [-1.0, 0.0, 4.0], [0.0, 0.5, 1.0])
+    p = pipeline(rig)
+    p.calibrations = {"rba": cal}
+    g = p.ground(p.postprocess(out), camera(rig))
+    pts = world(rig, g, g.obstacle_points)
+    pts[:, 2] = 0.0
+    px = np.round(rig.project(pts)).astype(int)   # each point's own pixel, found by OpenCV
+    expected = 0.5 + 0.5 * px[:, 1] / 100.0 / 4.0  # by hand: linear between knots 0 and 4
+    np.testing.assert_allclose(g.obstacle_probability, expected, atol=1e-6)
+    assert g.obstacle_probability.min() >= 0 and g.obstacle_probability.max() <= 1

@@ -141,9 +141,11 @@ def calibration_path(model_path: str | Path | None) -> Path:
 
     ``None`` / '' / 'default' is the embedded default model.
     """
-    from ..runtime.loader import resolve_model_path  # lazy: the loader imports torch
+    if not model_path or str(model_path) == "default":
+        from ..runtime.loader import DEFAULT_MODEL  # lazy: the loader imports torch
 
-    path = Path(resolve_model_path(model_path))
+        model_path = DEFAULT_MODEL
+    path = Path(model_path)
     return path.with_name(path.stem + ".calibration.yaml")
 
 

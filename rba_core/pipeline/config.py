@@ -22,7 +22,7 @@ class ObstacleConfig:
     adjacency_px: int = 15
     score: Literal["peak", "mean"] = "peak"
     max_detections: int = 50
-    footprint_depth: float = 0.5        # metres filled behind each ground-contact line
+    footprint_depth: float = 0.3        # metres filled behind each ground-contact line
     track_min_iou: float = 0.2          # ids: a detection continues a track at this box IoU...
     track_max_distance: float = 1.0     # ...or this footprint-centre distance (metres)
     track_max_missed: int = 5           # frames a track survives without a detection
