@@ -34,6 +34,7 @@ import numpy as np
 from scipy.ndimage import minimum_filter1d
 
 from .geometry import GroundMap
+from .obstacles import Obstacle
 
 
 @dataclass
@@ -93,12 +94,12 @@ def _window(stride: int) -> int:
     return max(1, -(-2 // stride))
 
 
-def footprints(labels: np.ndarray, keep: list[int], gm: GroundMap, depth: float,
-               max_range: float, stride: int = 1) -> list[Footprint | None]:
-    """Footprint (or None: no ground contact) of each component id in ``keep``, in that order.
+def footprint(labels: np.ndarray, ob: Obstacle, gm: GroundMap, depth: float, max_range: float,
+              stride: int = 1) -> Footprint | None:
+    """Footprint of one obstacle component (None: no ground contact).
 
-    ``labels`` [H, W] component ids on the map ``gm`` was built for. Pixels are grouped per
-    component into bins of ray bearing ``stride`` pixels wide (a world-vertical line keeps its
+    ``labels`` [H, W] component ids on the map ``gm`` was built for. The component's pixels are
+    grouped into bins of ray bearing ``stride`` pixels wide (a world-vertical line keeps its
     bearing; an image column does not once the camera pitches, rolls or distorts); a bin's
     contact is its lowest pixel (the nearest ground point), its fill the bin's pixels on the
     ``stride`` grid at most ``depth`` farther than the contact. The contact range is the lower
@@ -106,71 +107,61 @@ def footprints(labels: np.ndarray, keep: list[int], gm: GroundMap, depth: float,
     edge (its lowest pixel is up the edge) adds nothing.
     """
     h, w = labels.shape
-    if not keep:
-        return []
-    n = len(keep)
-    lut = np.zeros(int(labels.max()) + 1, np.int32)
-    lut[np.asarray(keep)] = np.arange(1, n + 1)
-    comp = lut[labels]                                # [H, W] 1..n for kept components
-    vs, us = np.nonzero(comp)
-    ks = comp[vs, us] - 1
-    az = gm.azimuth[vs, us]
-    b = np.floor(az / (stride * gm.pixel_angle)).astype(np.int64)
-    b -= b.min() if b.size else 0
-    nb = int(b.max()) + 1 if b.size else 1
-    key = ks * nb + b                                 # (component, bearing bin)
+    crop = labels[ob.y:ob.y + ob.h, ob.x:ob.x + ob.w] == ob.label
+    vs, us = np.nonzero(crop)
+    if vs.size == 0:
+        return None
+    vs, us = vs + ob.y, us + ob.x
+    b = np.floor(gm.azimuth[vs, us] / (stride * gm.pixel_angle)).astype(np.int64)
+    b -= b.min()
+    nb = int(b.max()) + 1                             # bearing bins
     rng = gm.range[vs, us]
-    lowest = np.full(n * nb, np.inf, np.float32)
-    np.minimum.at(lowest, key, rng)
+    lowest = np.full(nb, np.inf, np.float32)
+    np.minimum.at(lowest, b, rng)
     # contact range = lower envelope over neighbouring bins: a bin that only catches a sliver of
     # the mask's side edge (boundary noise) has its lowest pixel up the edge, not on the ground
-    env = minimum_filter1d(lowest.reshape(n, nb), 2 * _window(stride) + 1, axis=1,
-                           mode="constant", cval=np.inf).ravel()
+    env = minimum_filter1d(lowest, 2 * _window(stride) + 1, mode="constant", cval=np.inf)
     ok_bin = (lowest <= max_range) & (lowest <= env + depth)
+    if not ok_bin.any():
+        return None
     up = gm.dirs[vs, us, 2]                           # elevation of each ray (sine)
-    highest = np.full(n * nb, -np.inf, np.float32)
-    np.fmax.at(highest, key, up)
+    highest = np.full(nb, -np.inf, np.float32)
+    np.fmax.at(highest, b, up)
     idx = np.arange(vs.size)
-    contact_of = np.full(n * nb, -1, np.int64)        # a pixel index per bin: its contact
-    is_low = (rng == lowest[key]) & ok_bin[key]
-    contact_of[key[is_low]] = idx[is_low]
-    top_of = np.full(n * nb, -1, np.int64)
-    is_top = up == highest[key]
-    top_of[key[is_top]] = idx[is_top]
+    contact_of = np.full(nb, -1, np.int64)            # a pixel index per bin: its contact
+    is_low = (rng == lowest[b]) & ok_bin[b]
+    contact_of[b[is_low]] = idx[is_low]
+    top_of = np.full(nb, -1, np.int64)
+    top_of[b[up == highest[b]]] = idx[up == highest[b]]
 
-    p = gm.points[vs, us]                             # [N, 3] each pixel's ground point
     grid = (vs % stride == 0) & (us % stride == 0)
-    behind = (rng <= max_range) & (rng <= env[key] + depth)  # inf / NaN -> False
-    sel = ok_bin[key] & (is_low | (grid & behind))
-    bottom = set(np.unique(comp[-1]).tolist())
-    top_edge = set(np.unique(comp[0]).tolist())
+    behind = (rng <= max_range) & (rng <= env[b] + depth)  # inf / NaN -> False
+    mine = np.flatnonzero(ok_bin[b] & (is_low | (grid & behind)))
+    bins = np.flatnonzero(contact_of >= 0)
+    points, contact = gm.points[vs[mine], us[mine]], gm.points[vs[contact_of[bins]],
+                                                               us[contact_of[bins]]]
+    fp = Footprint(ob.label, points, vs[mine], us[mine], contact,
+                   bool(ob.y + ob.h == h and crop[-1].any()))
+    center, size, yaw = _bearing_box(points[:, :2].astype(np.float64), gm.origin)
+    tops = top_of[bins]
+    height = _height(gm, contact.astype(np.float64), vs[tops], us[tops])
+    fp.box = Box3D(np.array([center[0], center[1], height / 2]),
+                   np.array([size[0], size[1], height]), yaw,
+                   bool(ob.y == 0 and crop[0].any()))
+    return fp
 
-    out: list[Footprint | None] = []
-    sel_idx = np.flatnonzero(sel)
-    order = sel_idx[np.argsort(ks[sel_idx], kind="stable")]
-    bounds = np.searchsorted(ks[order], np.arange(n + 1))
-    for k in range(n):
-        mine = order[bounds[k]:bounds[k + 1]]
-        if mine.size == 0:
-            out.append(None)
-            continue
-        bins = np.arange(k * nb, (k + 1) * nb)
-        bins = bins[contact_of[bins] >= 0]
-        contact = p[contact_of[bins]]
-        fp = Footprint(keep[k], p[mine], vs[mine], us[mine], contact, (k + 1) in bottom)
-        center, size, yaw = _bearing_box(fp.points[:, :2].astype(np.float64), gm.origin)
-        tops = top_of[bins]
-        height = _height(gm, contact.astype(np.float64), vs[tops], us[tops])
-        fp.box = Box3D(np.array([center[0], center[1], height / 2]),
-                       np.array([size[0], size[1], height]), yaw, (k + 1) in top_edge)
-        out.append(fp)
-    return out
+
+def footprints(labels: np.ndarray, obstacles: list[Obstacle], gm: GroundMap, depth: float,
+               max_range: float, stride: int = 1) -> list[Footprint | None]:
+    """:func:`footprint` of each obstacle, in order (work in each one's bounding box)."""
+    return [footprint(labels, ob, gm, depth, max_range, stride) for ob in obstacles]
 
 
 def free_points(free: np.ndarray, gm: GroundMap, max_range: float, stride: int = 1
                 ) -> np.ndarray:
-    """Ground points [N, 3] (z = 0) of the ``free`` pixels [H, W] (every ``stride``-th)."""
-    vs, us = np.nonzero(free[::stride, ::stride])
+    """Ground points [N, 3] (z = 0) of the free pixels; ``free`` is the map already subsampled
+    by ``stride`` (``map[::stride, ::stride]``)."""
+    vs, us = np.nonzero(free)
     vs, us = vs * stride, us * stride
     ok = gm.range[vs, us] <= max_range
     return gm.points[vs[ok], us[ok]].copy()

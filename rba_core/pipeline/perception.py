@@ -149,16 +149,16 @@ class Perception:
         in_camera = pose is None
         pose = level_pose(g) if in_camera else pose
         gm = ground_map(camera, result.class_ids.shape, pose)
-        obs = result.obstacles
-        fps = footprints(obs.labels, [o.label for o in obs.obstacles], gm,
+        fps = footprints(result.obstacles.labels, result.obstacles.obstacles, gm,
                          cfg.obstacles.footprint_depth, g.max_range, g.stride)
         found = [f for f in fps if f is not None]
         pts = np.concatenate([f.points for f in found]) if found else np.zeros((0, 3), np.float32)
         raw = (np.concatenate([result.anomaly[f.rows, f.cols] for f in found]) if found
                else np.zeros(0, np.float32))
-        free = drivable_mask(result.class_ids, self.drivable_ids) & \
-            (result.anomaly <= cfg.threshold)
-        fpts = free_points(free, gm, g.max_range, g.stride)
+        s = g.stride  # free ground on the stride grid: drivable and not anomalous
+        free = drivable_mask(result.class_ids[::s, ::s], self.drivable_ids) & \
+            (result.anomaly[::s, ::s] <= cfg.threshold)
+        fpts = free_points(free, gm, g.max_range, s)
         lift = np.array([0.0, 0.0, g.point_height])
         to_output = pose.inverse() if in_camera else Pose()
         return GroundOutputs(in_camera, to_output.apply(pts + lift).astype(np.float32),
