@@ -17,7 +17,8 @@ setup(
     license="Apache-2.0",
     python_requires=">=3.10",
     packages=find_packages(include=["rba_core", "rba_core.*", "rba_ros", "rba_ros.*"]),
-    package_data={"rba_core": ["weights/*.safetensors", "weights/*.md", "weights/demo/*",
+    package_data={"rba_core": ["weights/*.safetensors", "weights/*.md", "weights/*.yaml",
+                               "weights/demo/*",
                                "runtime/trt_ops/*", "ros_msgs/vision_msgs/msg/*.msg",
                                "ros_msgs/vision_msgs/*.json", "ros_msgs/tf2_msgs/msg/*.msg"]},
     data_files=[

@@ -121,3 +121,23 @@ def test_heat_overlay_uses_a_fixed_calibrated_scale():
     assert not np.array_equal(c[8:], d[8:])           # per-frame stretch: colours move
     # the calm frame's highest score (-0.7, a 1-in-~10 pixel) is drawn cooler than with a stretch
     assert a[-1, -1].tolist() != c[-1, -1].tolist()
+
+
+def test_the_embedded_model_ships_its_calibration():
+    """rba_core/weights/default.calibration.yaml belongs to these weights and this threshold."""
+    import hashlib
+
+    from rba_core.runtime.loader import DEFAULT_MODEL
+
+    header: dict = {}
+    cals = load_calibrations(calibration_path(None), header)
+    assert header["source"]["model_sha256"] == hashlib.sha256(DEFAULT_MODEL.read_bytes()
+                                                              ).hexdigest(), \
+        "default.safetensors changed: run bash scripts/calibrate_default_model.sh"
+    assert set(cals) >= {"rba", "energy", "max_logit"}  # the node's default scores
+    for cal in cals.values():
+        assert (np.diff(cal.probability) >= 0).all() and 0 <= cal.probability[0]
+        assert cal.probability[-1] == 1.0
+    # the node's default threshold flags 1 % of CamVid val pixels, as MODEL_CARD.md says
+    assert float(cals["rba"](PipelineConfig().threshold, np.float64)) == pytest.approx(0.99,
+                                                                                       abs=2e-3)

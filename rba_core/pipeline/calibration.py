@@ -18,6 +18,7 @@ Files: YAML ``<model stem>.calibration.yaml`` next to the model (the embedded de
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -55,10 +56,10 @@ class ScoreCalibration:
         if self.probability[0] < 0 or self.probability[-1] > 1:
             raise ConfigError(path + ".probability", "must lie in [0, 1]")
 
-    def __call__(self, scores) -> np.ndarray:
-        """Scores (any shape) -> float32 probabilities, same shape."""
+    def __call__(self, scores, dtype=np.float32) -> np.ndarray:
+        """Scores (any shape) -> probabilities (``dtype``, float32 by default), same shape."""
         s = np.asarray(scores, np.float64)
-        return np.interp(s, self.knots, self.probability, right=1.0).astype(np.float32)
+        return np.interp(s, self.knots, self.probability, right=1.0).astype(dtype)
 
     def tail(self, scores) -> np.ndarray:
         """Scores -> 0..1 colour scale: -log10(1 - p) / TAIL_DECADES (0.5 at a 1 % rate)."""
@@ -105,18 +106,24 @@ def save_calibrations(path: str | Path, calibrations: dict[str, ScoreCalibration
     path.parent.mkdir(parents=True, exist_ok=True)
     doc = {"format": FORMAT, **header,
            "scores": {name: c.to_dict() for name, c in calibrations.items()}}
-    # JSON is valid YAML and writes floats with shortest round-trip repr
+    # JSON is valid YAML and writes floats with shortest round-trip repr; one line per knot list
+    body = re.sub(r"\[\s*([^\[\]{}]*?)\s*\]",
+                  lambda m: "[" + " ".join(m.group(1).split()) + "]", json.dumps(doc, indent=1))
     text = ("# rba calibrate: anomaly score -> probability (share of normal-driving pixels scoring"
-            " at most that score)\n" + json.dumps(doc, indent=1) + "\n")
+            " at most that score)\n" + body + "\n")
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(text)
     tmp.replace(path)
     return path
 
 
-def load_calibrations(path: str | Path) -> dict[str, ScoreCalibration]:
-    """Read a calibration file; ConfigError names the bad field."""
+def load_calibrations(path: str | Path, header: dict | None = None
+                      ) -> dict[str, ScoreCalibration]:
+    """Read a calibration file; ConfigError names the bad field. ``header`` receives the
+    file's other top-level entries (method, source)."""
     data = load_yaml(path)
+    if header is not None:
+        header.update({k: v for k, v in data.items() if k not in ("format", "scores")})
     if data.get("format") != FORMAT:
         raise ConfigError("format", f"{path}: expected {FORMAT!r}, got {data.get('format')!r}")
     scores = data.get("scores")

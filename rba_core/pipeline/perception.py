@@ -102,7 +102,7 @@ class Perception:
     def threshold_probability(self) -> float:
         """The threshold on the 0..1 scale (LabelInfo.threshold): p(score) > it <=> flagged."""
         cal = self.calibration
-        return float(cal(self.cfg.threshold)) if cal is not None else 0.0
+        return float(cal(self.cfg.threshold, np.float64)) if cal is not None else 0.0
 
     def detection_scores(self, result: FrameResult) -> list[float]:
         """0..1 score of each obstacle (its peak or mean anomaly, calibrated)."""

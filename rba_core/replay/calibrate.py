@@ -175,7 +175,7 @@ def calibrate(cfg: CalibrationConfig, perception: Perception) -> dict:
     result = {"input": cfg.input, "topics": cfg.topics, "score": score,
               "region": cfg.region, "target_fpr": cfg.target_fpr, "threshold": threshold,
               "achieved_fpr": achieved,
-              "threshold_probability": float(calibrations[score](threshold)),
+              "threshold_probability": float(calibrations[score](threshold, np.float64)),
               "calibration": str(cal_path), "frames": frames, "decode_errors": errors,
               "pixels": int(table.total), "distinct_scores": int(values.size),
               "score_range": [float(values[0]), float(values[-1])],
