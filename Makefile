@@ -15,7 +15,7 @@ export ROS_AUTOMATIC_DISCOVERY_RANGE := LOCALHOST
 setup: $(STAMP)
 
 $(STAMP): setup.py requirements/constraints.txt scripts/build_ros_msgs.sh \
-  $(wildcard ros_interfaces/*/*.xml ros_interfaces/*/*.txt rba_core/ros_msgs/*/msg/*.msg)
+  $(wildcard ros_interfaces/*/package.xml rba_core/ros_msgs/*/msg/*.msg)
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PIP) install --quiet --upgrade "pip>=24"
 	$(PIP) install --quiet -c requirements/constraints.txt -e ".[ros,ros-build,dev]"
