@@ -1,4 +1,4 @@
-"""CameraModel (distortion, binning, ROI) and the static TransformTree, against hand computations."""
+"""CameraModel (distortion, binning, ROI) and the static TransformTree, against hand maths."""
 from __future__ import annotations
 
 import cv2

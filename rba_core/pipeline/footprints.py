@@ -3,23 +3,24 @@
 An obstacle standing on the road is a vertical surface: only its lowest pixels meet the ground
 plane where the object is; the rays of the pixels above it meet the plane far *behind* the object
 (camera at 1.5 m: the top of a 1 m object at 5 m lands at 15 m). So per obstacle component and
-per image column, the lowest pixel is the ground contact; the footprint is the contact points plus
-the component's pixels (on the ``stride`` grid) whose ground point lies at most
-``footprint_depth`` metres farther than their column's contact: a band of bounded depth behind
-the contact line, never farther. "Column" means a bin of ray bearing (azimuth in the ground frame) ``stride`` pixels wide:
-a world-vertical edge keeps its bearing from bottom to top, whereas an image column cuts it
+per column, the lowest pixel is the ground contact; the footprint is the contact points plus the
+component's pixels (on the ``stride`` grid) whose ground point lies at most ``footprint_depth``
+metres farther than their column's contact: a band of bounded depth behind the contact line,
+never farther. A "column" is a bin of ray bearing (azimuth in the ground frame) ``stride`` pixels
+wide: a world-vertical edge keeps its bearing from bottom to top, whereas an image column cuts it
 obliquely once the camera pitches, rolls or distorts (its lowest pixel would then sit up the
 edge, not on the ground). For an upright pinhole camera the two agree.
 
 Edge cases (documented in the README):
 - a column whose lowest pixel is at or above the horizon, or meets the ground beyond
-  ``max_range``, has no contact and adds nothing (an overhang whose lowest pixel is above the
-  ground, e.g. a table top between its legs, is taken for a contact: the one known limit); a component without any contact (floating in
+  ``max_range``, has no contact and adds nothing; a component without any contact (floating in
   the sky, or entirely beyond range) has no footprint and no 3D box (it stays a 2D detection);
 - a component cut by the image's bottom edge touches the ground at or nearer than the bottom
   row's ground line: that line is its contact (the nearest ground this camera sees), and
   ``Footprint.cut_bottom`` says the object may reach closer;
-- a component cut by the top edge has a height that is a lower bound (``Box3D.cut_top``).
+- a component cut by the top edge has a height that is a lower bound (``Box3D.cut_top``);
+- known limit: an overhang whose lowest pixel is above the ground (a table top between its legs)
+  is taken for a contact.
 
 3D box: view-aligned (x along the bearing from the camera to the footprint, y across, z up) around
 the footprint; its height is where the component's top pixel's ray meets the vertical plane through
@@ -62,7 +63,7 @@ class Footprint:
 
 
 def _bearing_box(xy: np.ndarray, origin: np.ndarray) -> tuple[np.ndarray, np.ndarray, float]:
-    """Rectangle around ``xy`` [N, 2] aligned with the bearing from ``origin``: centre, size, yaw."""
+    """Rectangle around ``xy`` [N, 2] along the bearing from ``origin``: centre, size, yaw."""
     d = xy.mean(0) - origin[:2]
     yaw = float(np.arctan2(d[1], d[0]))
     c, s = np.cos(yaw), np.sin(yaw)

@@ -68,7 +68,7 @@ def _field(obj, *path):
 
 
 def transform_stamped(msg) -> tuple[str, str, Pose]:
-    """(parent, child, Pose child -> parent) of a geometry_msgs/TransformStamped (object or dict)."""
+    """(parent, child, Pose child -> parent) of a geometry_msgs/TransformStamped (or a dict)."""
     tr = _field(msg, "transform")
     t = [float(_field(tr, "translation", a)) for a in "xyz"]
     q = [float(_field(tr, "rotation", a)) for a in "xyzw"]

@@ -46,7 +46,7 @@ class CalibrationConfig:
     node_name: str = "/**/rba_perception"  # the key config/perception.yaml uses
     limit: int | None = None
     batch: int = 1
-    calibration: str | None = None    # score -> probability file; None = <out stem>.calibration.yaml
+    calibration: str | None = None  # score -> probability file; None: <out stem>.calibration.yaml
     model: str = ""                   # recorded in the calibration file
 
 
