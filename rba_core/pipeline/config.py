@@ -39,7 +39,10 @@ class ObstacleConfig:
 
 @dataclass
 class GroundConfig:
-    """Flat ground plane relative to the camera (optical frame: x right, y down, z forward)."""
+    """Flat ground plane relative to the camera (optical frame: x right, y down, z forward).
+
+    The pose fields (camera_height, pitch, roll) are the fallback when ``ground_frame`` is empty;
+    point_height, max_range and stride apply either way."""
     camera_height: float = 1.5          # metres above the ground
     pitch: float = 0.0                  # radians, positive = camera tilted down
     roll: float = 0.0                   # radians, positive = clockwise seen from behind
