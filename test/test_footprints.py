@@ -245,3 +245,14 @@ def test_point_intensity_is_the_calibrated_probability_of_its_pixel():
     expected = 0.5 + 0.5 * px[:, 1] / 100.0 / 4.0  # by hand: linear between knots 0 and 4
     np.testing.assert_allclose(g.obstacle_probability, expected, atol=1e-6)
     assert g.obstacle_probability.min() >= 0 and g.obstacle_probability.max() <= 1
+
+
+def test_pixels_without_a_ray_are_skipped():
+    """Strong barrel distortion: the image corners lie outside the lens model (no ray)."""
+    rig = RIGS["pinhole"]
+    cam = CameraModel.from_fields(rig.k, [-0.9, 0.0, 0.0, 0.0, 0.0], "plumb_bob", *rig.size)
+    mask = np.zeros(rig.size[::-1], bool)
+    mask[300:, :60] = True                         # bottom-left corner
+    p = pipeline(rig)
+    g = p.ground(p.postprocess(outputs(mask)), cam)
+    assert np.isfinite(g.obstacle_points).all() and np.isfinite(g.free_points).all()

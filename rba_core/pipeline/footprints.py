@@ -107,13 +107,15 @@ def footprint(labels: np.ndarray, ob: Obstacle, gm: GroundMap, depth: float, max
     envelope over the neighbouring bins, so a bin that only catches a sliver of the mask's side
     edge (its lowest pixel is up the edge) adds nothing.
     """
-    h, w = labels.shape
     crop = labels[ob.y:ob.y + ob.h, ob.x:ob.x + ob.w] == ob.label
     vs, us = np.nonzero(crop)
+    vs, us = vs + ob.y, us + ob.x
+    az = gm.azimuth[vs, us]
+    ray = np.isfinite(az)                             # no ray: outside the lens model's domain
+    vs, us, az = vs[ray], us[ray], az[ray]
     if vs.size == 0:
         return None
-    vs, us = vs + ob.y, us + ob.x
-    b = np.floor(gm.azimuth[vs, us] / (stride * gm.pixel_angle)).astype(np.int64)
+    b = np.floor(az / (stride * gm.pixel_angle)).astype(np.int64)
     b -= b.min()
     nb = int(b.max()) + 1                             # bearing bins
     rng = gm.range[vs, us]
@@ -142,7 +144,7 @@ def footprint(labels: np.ndarray, ob: Obstacle, gm: GroundMap, depth: float, max
     points, contact = gm.points[vs[mine], us[mine]], gm.points[vs[contact_of[bins]],
                                                                us[contact_of[bins]]]
     fp = Footprint(ob.label, points, vs[mine], us[mine], contact,
-                   bool(ob.y + ob.h == h and crop[-1].any()))
+                   bool(ob.y + ob.h == labels.shape[0] and crop[-1].any()))
     center, size, yaw = _bearing_box(points[:, :2].astype(np.float64), gm.origin)
     tops = top_of[bins]
     height = _height(gm, contact.astype(np.float64), vs[tops], us[tops])
