@@ -22,13 +22,13 @@ def _require_vision_msgs():
     try:
         import vision_msgs.msg  # noqa: F401
     except ImportError:
-        pytest.skip("vision_msgs not built into this venv (bash scripts/build_vision_msgs.sh VENV)")
+        pytest.skip("vision_msgs not built into this venv (bash scripts/build_ros_msgs.sh VENV)")
 
 
 def test_installed_vision_msgs_type_hashes():
     """rosidl's type descriptions of the venv's vision_msgs == the real package's RIHS01 hashes."""
     if not INSTALLED.is_dir():
-        pytest.skip(f"{INSTALLED} missing (bash scripts/build_vision_msgs.sh VENV)")
+        pytest.skip(f"{INSTALLED} missing (bash scripts/build_ros_msgs.sh VENV)")
     if not any(INSTALLED.glob("*.json")):
         pytest.skip("no type descriptions: they (and type hashes) are Jazzy and later")
     found = {}

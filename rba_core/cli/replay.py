@@ -94,8 +94,10 @@ def add_parser(sub) -> None:
                        description="On a bag of normal driving (no anomalies), find the "
                        "threshold at which at most --target-fpr of the (region) pixels are "
                        "flagged (score > threshold), exactly, from pooled score counts. Writes a "
-                       "YAML snippet for the node's params file, a JSON summary and a PNG of "
-                       "the curve (flagged share vs threshold).")
+                       "YAML snippet for the node's params file, a JSON summary, a PNG of "
+                       "the curve (flagged share vs threshold) and the score -> probability "
+                       "calibration (0..1 detection scores; copy it next to the model as "
+                       "<model stem>.calibration.yaml).")
     c.add_argument("input", help="input bag")
     c.add_argument("--target-fpr", type=float, required=True,
                    help="largest share of pixels flagged on normal driving (e.g. 0.01)")
@@ -105,6 +107,9 @@ def add_parser(sub) -> None:
     c.add_argument("--node-name", default="/**/rba_perception",
                    help="node key of the snippet (as in config/perception.yaml)")
     c.add_argument("-o", "--out", required=True, help="YAML snippet to write (.yaml)")
+    c.add_argument("--calibration", default=None, metavar="PATH",
+                   help="score -> probability file to write (default: OUT's stem + "
+                        ".calibration.yaml)")
     add_pipeline_args(c)
     c.set_defaults(func=run_calibrate)
 
@@ -193,10 +198,12 @@ def run_calibrate(args: argparse.Namespace) -> int:
 
     perception = load_perception(args)
     cfg = CalibrationConfig(args.input, args.out, args.target_fpr, args.region,
-                            args.topics or [], args.node_name, args.limit)
+                            args.topics or [], args.node_name, args.limit,
+                            calibration=args.calibration, model=args.model or "")
     result = calibrate(cfg, perception)
-    print(json.dumps({k: result[k] for k in ("threshold", "score", "target_fpr",
-                                             "achieved_fpr", "pixels", "frames")}, indent=1))
+    print(json.dumps({k: result[k] for k in ("threshold", "threshold_probability", "score",
+                                             "target_fpr", "achieved_fpr", "pixels", "frames")},
+                     indent=1))
     print(f"wrote {', '.join(result['files'])}")
     return 0
 

@@ -27,6 +27,15 @@ class ObstacleConfig:
     score: Literal["peak", "mean"] = param("peak", "detection score: peak or mean anomaly of "
                                                    "the component")
     max_detections: int = param(50, "largest components kept per frame", (1, 10_000))
+    footprint_depth: float = param(0.3, "metres; each obstacle's footprint is filled this far "
+                                        "behind its ground-contact line (never farther)",
+                                   (0.0, 100.0))
+    track_min_iou: float = param(0.2, "stable ids: a detection continues a track whose predicted "
+                                      "box it overlaps at least this much (IoU)", (0.01, 1.0))
+    track_max_distance: float = param(1.0, "metres; ...or whose footprint centre is this near "
+                                           "(ground frame); 0 = off", (0.0, 1000.0))
+    track_max_missed: int = param(5, "frames a track (and its id) survives without a detection",
+                                  (0, 100_000))
 
     def __post_init__(self):
         check_bounds(self)
@@ -34,7 +43,10 @@ class ObstacleConfig:
 
 @dataclass
 class GroundConfig:
-    """Flat ground plane relative to the camera (optical frame: x right, y down, z forward)."""
+    """Flat ground plane relative to the camera (optical frame: x right, y down, z forward).
+
+    The pose fields (camera_height, pitch, roll) are the fallback when ``ground_frame`` is empty;
+    point_height, max_range and stride apply either way."""
     camera_height: float = param(1.5, "metres of the camera above the ground plane",
                                  (0.001, 1000.0))
     pitch: float = param(0.0, "radians; camera tilted down is positive",
@@ -64,6 +76,11 @@ class PipelineConfig:
                                            "unset or [] = per frame 1st..99th percentile")
     obstacles: ObstacleConfig = param(ObstacleConfig(), "")
     ground: GroundConfig = param(GroundConfig(), "")
+    ground_frame: str = param("", "TF frame whose z = 0 is the ground (e.g. base_footprint); "
+                                  "clouds and 3D boxes are published in it; empty = camera pose "
+                                  "from ground.*, outputs in the camera's frame")
+    heatmap_percentiles: bool = param(False, "anomaly_color scaled per frame (1st..99th "
+                                             "percentile) instead of the calibrated fixed scale")
 
     def __post_init__(self):
         check_bounds(self)
