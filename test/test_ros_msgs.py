@@ -40,3 +40,18 @@ def test_tf2_msgs_imports_and_carries_transforms():
     msg = TFMessage(transforms=[ts])
     assert msg.transforms[0].header.frame_id == "base_link"
     assert msg.transforms[0].transform.rotation.w == 1.0
+
+
+def test_replay_typestore_vision_msgs_hashes_equal_the_real_package():
+    """rosbags' RIHS01 of our vision_msgs definitions (what `rba replay` writes) == the hashes
+    rosidl generated for ros-perception/vision_msgs 4.x on Jazzy (EXPECTED_TYPE_HASHES.json)."""
+    from rba_core.replay.bags import output_typestore
+
+    from conftest import REPO
+
+    expected = json.loads((REPO / "rba_core/ros_msgs/vision_msgs/EXPECTED_TYPE_HASHES.json")
+                          .read_text())
+    store = output_typestore()
+    for name, hash_string in expected.items():
+        if not name.startswith("_"):
+            assert store.hash_rihs01(name) == hash_string, name
