@@ -140,6 +140,7 @@ def add_parser(sub) -> None:
 
 # -- shared set-up ------------------------------------------------------------------------------
 def load_perception(args: argparse.Namespace, extra_scores: list[str] = ()) -> Perception:
+    from ..pipeline.calibration import model_calibrations
     from ..replay.runner import pipeline_config_from_yaml
 
     cfg = pipeline_config_from_yaml(args.config) if args.config else PipelineConfig()
@@ -151,7 +152,7 @@ def load_perception(args: argparse.Namespace, extra_scores: list[str] = ()) -> P
     backend = load_backend(args.model, args.backend, scores, args.inference, args.device,
                            input_size=parse_wxh(args.input_size, "--input-size"),
                            batch_size=getattr(args, "batch", 1))
-    return Perception(backend, cfg)
+    return Perception(backend, cfg, model_calibrations(args.model))
 
 
 def run_replay(args: argparse.Namespace) -> int:

@@ -1,13 +1,15 @@
 """Perception: frames -> backend -> class map, anomaly map, obstacles, overlays, ground points.
 
 The one post-processing path used by the ROS node, ``rba replay`` and the demo. Overlays and
-points are computed on request only (the node asks when someone subscribes). Scores published as
+ground products are computed on request only (the node asks when someone subscribes). Scores published as
 0..1 go through the model's score calibration (``calibration.py``); ground products (obstacle
 footprints, free ground, 3D boxes) through ``ground`` (``footprints.py``).
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from functools import cached_property
+from typing import Callable
 
 import cv2
 import numpy as np
@@ -20,7 +22,7 @@ from .camera import CameraModel
 from .config import PipelineConfig
 from .footprints import Box3D, Footprint, footprints, free_points
 from .frames import infer_frames
-from .geometry import ground_map, intrinsics_matrix, level_pose, obstacle_points
+from .geometry import ground_map, level_pose
 from .obstacles import ObstacleResult, drivable_mask, find_obstacles
 from .transforms import Pose
 from .visualize import blend, colorize, heatmap, palette
@@ -40,9 +42,14 @@ class GroundOutputs:
     in_camera_frame: bool          # True: the ground.* fallback, points in the camera's frame
     obstacle_points: np.ndarray    # [N, 3] float32 footprints, lifted by ground.point_height
     obstacle_probability: np.ndarray  # [N] float32 0..1: each point's calibrated anomaly
-    free_points: np.ndarray        # [M, 3] float32 drivable, non-anomalous ground, lifted
     footprints: list[Footprint | None]  # per obstacle (None: no ground contact), ground frame
     to_output: Pose                # ground frame -> output frame
+    free: Callable[[], np.ndarray] = field(repr=False, default=lambda: np.zeros((0, 3), np.float32))
+
+    @cached_property
+    def free_points(self) -> np.ndarray:
+        """[M, 3] float32 drivable, non-anomalous ground, lifted (computed on first use)."""
+        return self.free()
 
     def box_pose(self, box: Box3D) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """3D box in the output frame: centre [3], orientation quaternion x, y, z, w, size [3]."""
@@ -129,15 +136,6 @@ class Perception:
                           (255, 255, 255), 2)
         return overlay
 
-    def points(self, result: FrameResult, k: list[float] | np.ndarray,
-               camera_size: tuple[int, int] | None = None) -> np.ndarray:
-        """Ground points [N, 3] of the obstacles, given CameraInfo K (and its width, height)."""
-        h, w = result.class_ids.shape
-        scale = (1.0, 1.0)
-        if camera_size and tuple(camera_size) != (w, h) and all(camera_size):
-            scale = (camera_size[0] / w, camera_size[1] / h)
-        return obstacle_points(result.obstacles.mask, intrinsics_matrix(k), self.cfg.ground, scale)
-
     def ground(self, result: FrameResult, camera: CameraModel, pose: Pose | None = None
                ) -> GroundOutputs:
         """Footprints, their points (with probabilities), free ground and 3D boxes.
@@ -155,12 +153,24 @@ class Perception:
         pts = np.concatenate([f.points for f in found]) if found else np.zeros((0, 3), np.float32)
         raw = (np.concatenate([result.anomaly[f.rows, f.cols] for f in found]) if found
                else np.zeros(0, np.float32))
-        s = g.stride  # free ground on the stride grid: drivable and not anomalous
-        free = drivable_mask(result.class_ids[::s, ::s], self.drivable_ids) & \
-            (result.anomaly[::s, ::s] <= cfg.threshold)
-        fpts = free_points(free, gm, g.max_range, s)
         lift = np.array([0.0, 0.0, g.point_height])
         to_output = pose.inverse() if in_camera else Pose()
+        drivable_ids, threshold = self.drivable_ids, cfg.threshold
+
+        def free() -> np.ndarray:  # on the stride grid: drivable and not anomalous
+            s = g.stride
+            mask = drivable_mask(result.class_ids[::s, ::s], drivable_ids) & \
+                (result.anomaly[::s, ::s] <= threshold)
+            pts = free_points(mask, gm, g.max_range, s)
+            return to_output.apply(pts + lift).astype(np.float32)
+
         return GroundOutputs(in_camera, to_output.apply(pts + lift).astype(np.float32),
-                             self.probability(raw), to_output.apply(fpts + lift).astype(np.float32),
-                             fps, to_output)
+                             self.probability(raw), fps, to_output, free)
+
+    def warm(self, camera: CameraModel, pose: Pose | None = None) -> None:
+        """Compute (cache) the rays of ``camera``'s full-size image and their ground map, so the
+        first frame after a new CameraInfo does not pay for them (e.g. from a side thread)."""
+        size = camera.image_size
+        if size is not None:
+            ground_map(camera, (size[1], size[0]), level_pose(self.cfg.ground) if pose is None
+                       else pose)

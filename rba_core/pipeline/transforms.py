@@ -89,6 +89,11 @@ class TransformTree:
     def __len__(self) -> int:
         return len(self._parent)
 
+    def copy(self) -> "TransformTree":
+        out = TransformTree()
+        out._parent = dict(self._parent)
+        return out
+
     @property
     def frames(self) -> set[str]:
         return set(self._parent) | {p for p, _ in self._parent.values()}
