@@ -110,12 +110,14 @@ def pointcloud_msg(hdr: dict, points: np.ndarray, intensity: np.ndarray | None =
             "data": data.reshape(-1).view(np.uint8), "is_dense": True}
 
 
-def camera_info_msg(hdr: dict, k: list[float], width: int, height: int) -> dict:
-    """sensor_msgs/CameraInfo: plumb_bob without distortion, P = [K | 0]."""
+def camera_info_msg(hdr: dict, k: list[float], width: int, height: int, d=None,
+                    distortion_model: str = "plumb_bob") -> dict:
+    """sensor_msgs/CameraInfo, P = [K | 0]; without ``d``: plumb_bob without distortion."""
     p = [k[0], k[1], k[2], 0.0, k[3], k[4], k[5], 0.0, k[6], k[7], k[8], 0.0]
     roi = {"x_offset": 0, "y_offset": 0, "height": 0, "width": 0, "do_rectify": False}
-    return {"header": hdr, "height": height, "width": width, "distortion_model": "plumb_bob",
-            "d": np.zeros(5), "k": np.asarray(k, np.float64),
+    return {"header": hdr, "height": height, "width": width, "distortion_model": distortion_model,
+            "d": np.zeros(5) if d is None else np.asarray(d, np.float64),
+            "k": np.asarray(k, np.float64),
             "r": np.eye(3).ravel(), "p": np.asarray(p, np.float64),
             "binning_x": 0, "binning_y": 0, "roi": roi}
 
