@@ -9,12 +9,12 @@ A new output is one entry in ``OUTPUTS``.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from functools import cached_property
 from typing import TYPE_CHECKING, Any, Callable
 
 import numpy as np
 
 from .image_msgs import image_fields
+from .lazy import lazy_property
 from .obstacles import ObstacleResult
 
 if TYPE_CHECKING:
@@ -135,24 +135,24 @@ class FrameData:
     pose: Pose | None = None            # camera optical -> ground_frame (TF); None: ground.*
     tracker: ObstacleTracker | None = None  # this camera's ids; None: 1..N in this frame
 
-    @cached_property
+    @lazy_property
     def ground(self):
         """pipeline.perception.GroundOutputs (needs ``camera``)."""
         return self.perception.ground(self.result, self.camera, self.pose)
 
-    @cached_property
+    @lazy_property
     def ground_header(self) -> dict:
         """Header of the ground outputs: ``ground_frame`` with a transform, else the image's."""
         if self.pose is None:
             return self.header
         return {**self.header, "frame_id": self.perception.cfg.ground_frame.lstrip("/")}
 
-    @cached_property
+    @lazy_property
     def scores(self) -> list[float]:
         """0..1 score of each obstacle (calibrated)."""
         return self.perception.detection_scores(self.result)
 
-    @cached_property
+    @lazy_property
     def ids(self) -> list[int]:
         """Tracker id of each obstacle (the tracker advances once per frame, on first use)."""
         obstacles = self.result.obstacles.obstacles

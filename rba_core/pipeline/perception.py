@@ -8,7 +8,6 @@ footprints, free ground, 3D boxes) through ``ground`` (``footprints.py``).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from functools import cached_property
 from typing import Callable
 
 import cv2
@@ -23,6 +22,7 @@ from .config import PipelineConfig
 from .footprints import Box3D, Footprint, footprints, free_points
 from .frames import infer_frames
 from .geometry import ground_map, level_pose
+from .lazy import lazy_property
 from .obstacles import ObstacleResult, drivable_mask, find_obstacles
 from .transforms import Pose
 from .visualize import blend, colorize, heatmap, palette
@@ -46,7 +46,7 @@ class GroundOutputs:
     to_output: Pose                # ground frame -> output frame
     free: Callable[[], np.ndarray] = field(repr=False, default=lambda: np.zeros((0, 3), np.float32))
 
-    @cached_property
+    @lazy_property
     def free_points(self) -> np.ndarray:
         """[M, 3] float32 drivable, non-anomalous ground, lifted (computed on first use)."""
         return self.free()
