@@ -8,7 +8,8 @@ For each size the random-weight ``tiny`` model (seed 0) is exported to ONNX at t
 2. sequential: the node (subprocess, same .onnx, same threads) gets one frame at a time;
    latency = publish -> ``anomaly`` received here (with ``obstacles``, ``obstacles_3d``,
    ``obstacle_points`` and ``free_points`` subscribed too, so the node does the work a robot asks
-   of it; a node without some of them simply has no publisher there). Its median is one frame's time T.
+   of it; a node without some of them simply has no publisher there). Its median is one frame's
+   time T.
    The node also reports its own ``Perception.process`` time for the same frames (/diagnostics):
    on a CPU shared with other work, that in-node time is the fair baseline (the raw runs happen
    minutes apart, under other load).

@@ -248,6 +248,18 @@ def camera_info(frame_id: str, width: int, height: int, f: float, stamp=(0, 0), 
                                               distortion_model))
 
 
+def transform_stamped(parent: str, child: str, xyz, quat_xyzw):
+    """geometry_msgs/TransformStamped: ``child``'s pose in ``parent`` (a /tf_static entry)."""
+    from geometry_msgs.msg import TransformStamped
+
+    t = TransformStamped(child_frame_id=child)
+    t.header.frame_id = parent
+    tr, r = t.transform.translation, t.transform.rotation
+    tr.x, tr.y, tr.z = (float(v) for v in xyz)
+    r.x, r.y, r.z, r.w = (float(v) for v in quat_xyzw)
+    return t
+
+
 def now_stamp(node) -> tuple[int, int]:
     t = node.get_clock().now().to_msg()
     return t.sec, t.nanosec

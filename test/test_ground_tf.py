@@ -14,21 +14,12 @@ import pytest
 pytest.importorskip("rclpy")
 tf2_msgs = pytest.importorskip("tf2_msgs.msg", reason="tf2_msgs not built (build_ros_msgs.sh)")
 
-from geometry_msgs.msg import TransformStamped  # noqa: E402
 from std_msgs.msg import Header  # noqa: E402
 
 from rba_core.pipeline.transforms import TransformError  # noqa: E402
 from rba_ros.camera import CameraSlot  # noqa: E402
 from rba_ros.ground_tf import STATIC_QOS, TF_STATIC, GroundTransforms  # noqa: E402
-
-
-def stamped(parent, child, xyz, quat) -> TransformStamped:
-    t = TransformStamped(child_frame_id=child)
-    t.header.frame_id = parent
-    t.transform.translation.x, t.transform.translation.y, t.transform.translation.z = xyz
-    r = t.transform.rotation
-    r.x, r.y, r.z, r.w = quat
-    return t
+from rba_ros.harness import transform_stamped as stamped  # noqa: E402
 
 
 class FakeNode:

@@ -13,7 +13,8 @@ import numpy as np
 import pytest
 
 from rba_ros.harness import (NodeProcess, RosClient, camera_info, diagnostics_values,
-                             have_vision_msgs, make_image, next_domain, now_stamp)
+                             have_vision_msgs, make_image, next_domain, now_stamp,
+                             transform_stamped)
 from synthetic_scene import Rig, horizon_rows, pinhole, rect_distance, render
 
 pytest.importorskip("rclpy")
@@ -28,7 +29,6 @@ except ImportError:
                 allow_module_level=True)
 
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus  # noqa: E402
-from geometry_msgs.msg import TransformStamped  # noqa: E402
 from sensor_msgs.msg import CameraInfo, Image, PointCloud2  # noqa: E402
 from vision_msgs.msg import Detection2DArray, Detection3DArray, LabelInfo  # noqa: E402
 
@@ -61,18 +61,12 @@ ROAD = horizon_rows(RIG)  # every ground pixel is road
 
 def tf_static_message() -> TFMessage:
     """base_footprint -> base_link -> camera_link -> cam_optical of the rig, as a URDF would."""
-    def ts(parent, child, xyz, quat):
-        t = TransformStamped(child_frame_id=child)
-        t.header.frame_id = parent
-        t.transform.translation.x, t.transform.translation.y, t.transform.translation.z = xyz
-        r = t.transform.rotation
-        r.x, r.y, r.z, r.w = quat
-        return t
     pitch = (0.0, np.sin(RIG.pitch / 2), 0.0, np.cos(RIG.pitch / 2))  # about y: x tilts down
+    optical = (-0.5, 0.5, -0.5, 0.5)  # REP 103: camera_link (x fwd) -> optical (z fwd, y down)
     return TFMessage(transforms=[
-        ts("base_footprint", "base_link", (0.0, 0.0, 0.3), (0.0, 0.0, 0.0, 1.0)),
-        ts("base_link", "camera_link", (0.0, 0.0, RIG.height - 0.3), pitch),
-        ts("camera_link", OPTICAL, (0.0, 0.0, 0.0), (-0.5, 0.5, -0.5, 0.5))])  # REP 103
+        transform_stamped("base_footprint", "base_link", (0, 0, 0.3), (0, 0, 0, 1)),
+        transform_stamped("base_link", "camera_link", (0, 0, RIG.height - 0.3), pitch),
+        transform_stamped("camera_link", OPTICAL, (0, 0, 0), optical)])
 
 
 class Scene:

@@ -1,9 +1,9 @@
 """Perception: frames -> backend -> class map, anomaly map, obstacles, overlays, ground points.
 
 The one post-processing path used by the ROS node, ``rba replay`` and the demo. Overlays and
-ground products are computed on request only (the node asks when someone subscribes). Scores published as
-0..1 go through the model's score calibration (``calibration.py``); ground products (obstacle
-footprints, free ground, 3D boxes) through ``ground`` (``footprints.py``).
+ground products are computed on request only (the node asks when someone subscribes). Scores
+published as 0..1 go through the model's score calibration (``calibration.py``); ground products
+(obstacle footprints, free ground, 3D boxes) through ``ground`` (``footprints.py``).
 """
 from __future__ import annotations
 
