@@ -24,8 +24,8 @@ class ObstacleConfig:
     drivable_classes: list[str] = param(["road"], "class names that make up the drivable area")
     adjacency_px: int = param(15, "pixels; how near `adjacent` components must come to the "
                                   "drivable area", (0, 10_000))
-    score: Literal["peak", "mean"] = param("peak", "detection score: peak or mean anomaly of "
-                                                   "the component")
+    score: Literal["peak", "mean"] = param("peak", "detection score: p(peak or mean anomaly of "
+                                                   "the component), calibrated to 0..1")
     max_detections: int = param(50, "largest components kept per frame", (1, 10_000))
     footprint_depth: float = param(0.3, "metres; each obstacle's footprint is filled this far "
                                         "behind its ground-contact line (never farther)",
