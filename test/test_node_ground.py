@@ -82,18 +82,27 @@ class Scene:
         self.tf = client.node.create_publisher(TFMessage, "/tf_static", STATIC_QOS)
 
     def frame(self, boxes, names=tuple(OUTPUTS)) -> dict:
-        """Publish the rendered ``boxes``; wait for the outputs of that frame."""
-        stamp = now_stamp(self.client.node)
-        self.info.publish(camera_info(OPTICAL, W, H, 0.0, stamp, k=RIG.k.ravel(), d=RIG.d))
-        self.img.publish(make_image(paint(render(RIG, boxes), ROAD), "rgb8", OPTICAL, stamp))
+        """Publish the rendered ``boxes`` (with its CameraInfo) and wait for every output of
+        that frame; sent again under a new stamp while none arrives (a message published
+        before discovery completes is lost)."""
+        rgb = paint(render(RIG, boxes), ROAD)
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            stamp = now_stamp(self.client.node)
+            self.info.publish(camera_info(OPTICAL, W, H, 0.0, stamp, k=RIG.k.ravel(), d=RIG.d))
+            self.img.publish(make_image(rgb, "rgb8", OPTICAL, stamp))
 
-        def got():
-            with self.client.lock:
-                found = {n: [m for _, m in self.out[n] if (m.header.stamp.sec,
-                                                            m.header.stamp.nanosec) == stamp]
-                         for n in names}
-            return {n: m[0] for n, m in found.items()} if all(found.values()) else None
-        return self.client.wait_until(got, 60, f"the outputs of frame {stamp}", self.node)
+            def got():
+                with self.client.lock:
+                    found = {n: [m for _, m in self.out[n] if (m.header.stamp.sec,
+                                                                m.header.stamp.nanosec) == stamp]
+                             for n in names}
+                return {n: m[0] for n, m in found.items()} if all(found.values()) else None
+            try:
+                return self.client.wait_until(got, 10, f"the outputs of frame {stamp}", self.node)
+            except AssertionError:
+                assert self.node.alive(), self.node.log()[-3000:]
+        raise AssertionError(f"no outputs for 60 s\n{self.node.log()[-3000:]}")
 
 
 @pytest.fixture(scope="module")
@@ -107,6 +116,7 @@ def scene(tmp_path_factory):
         try:
             s = Scene(node, client)
             client.wait_for_subscriber("/cam/image_raw", node, timeout=120)
+            client.wait_for_subscriber("/cam/camera_info", node, timeout=30)
             yield s
         finally:
             client.close()
