@@ -14,13 +14,14 @@ export ROS_AUTOMATIC_DISCOVERY_RANGE := LOCALHOST
 
 setup: $(STAMP)
 
-$(STAMP): setup.py requirements/constraints.txt requirements/colcon.txt scripts/build_vision_msgs.sh
+$(STAMP): setup.py requirements/constraints.txt requirements/colcon.txt scripts/build_ros_msgs.sh \
+  $(wildcard ros_interfaces/*/package.xml rba_core/ros_msgs/*/msg/*.msg)
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PIP) install --quiet --upgrade "pip>=24"
 	$(PIP) install --quiet -c requirements/constraints.txt -e ".[ros,ros-build,dev,eval,train]"
 	# colcon for the installed-layout test, apart: it needs setuptools<80 (requirements/colcon.txt)
 	$(PIP) install --quiet --no-deps --upgrade --target $(VENV)/colcon -r requirements/colcon.txt
-	bash scripts/build_vision_msgs.sh $(VENV)
+	bash scripts/build_ros_msgs.sh $(VENV)
 	touch $(STAMP)
 
 demo: $(STAMP)

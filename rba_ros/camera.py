@@ -1,8 +1,9 @@
-"""One camera's keep-latest slot and its counters (ROS-free, thread-safe).
+"""One camera's keep-latest slot, its camera model, tracker and counters (ROS-free, thread-safe).
 
 The subscription callback only swaps the newest message into the slot (replacing an unprocessed
 one counts as a drop); the inference worker takes it when it is free. So inference never works
-through a queue of stale frames, whatever the input rate.
+through a queue of stale frames, whatever the input rate. CameraInfo becomes a validated
+``CameraModel`` when it arrives (not per frame); the obstacle tracker keeps this camera's ids.
 """
 from __future__ import annotations
 
@@ -12,6 +13,9 @@ from collections import deque
 from dataclasses import dataclass, field
 
 import numpy as np
+
+from rba_core.pipeline.camera import CameraModel, CameraModelError
+from rba_core.pipeline.tracking import ObstacleTracker
 
 
 @dataclass
@@ -32,6 +36,7 @@ class CameraStats:
     conversion_errors: int = 0  # undecodable message (encoding, step, size, corrupt data)
     processing_errors: int = 0  # inference / post-processing failed on a decoded frame
     missing_camera_info: int = 0
+    missing_transform: int = 0  # ground_frame set, no transform: ground.* fallback
     inference_ms: deque = field(default_factory=lambda: deque(maxlen=1000))
     e2e_ms: deque = field(default_factory=lambda: deque(maxlen=1000))   # stamp -> published
     node_ms: deque = field(default_factory=lambda: deque(maxlen=1000))  # receipt -> published
@@ -68,9 +73,22 @@ class CameraSlot:
         self.name = name            # camera namespace ("front"), "" for none
         self.transport = transport  # raw | compressed
         self.stats = CameraStats()
-        self.camera_info = None     # latest sensor_msgs/CameraInfo (k, width, height)
+        self.camera: CameraModel | None = None  # from the latest valid CameraInfo
+        self.camera_error = ""      # why the latest CameraInfo is not usable ("" = none yet)
+        self.transform_error = ""   # why the last ground_frame lookup failed
+        self.tracker = ObstacleTracker()
         self._pending: Pending | None = None
         self._lock = threading.Lock()
+
+    def set_camera_info(self, msg) -> bool:
+        """Validate a CameraInfo; True when it changes the camera model (rays to compute)."""
+        try:
+            model = CameraModel.from_msg(msg)
+        except CameraModelError as exc:
+            self.camera, self.camera_error = None, str(exc)
+            return False
+        changed, self.camera, self.camera_error = model != self.camera, model, ""
+        return changed
 
     def put(self, msg, received_ros: int) -> None:
         item = Pending(msg, time.monotonic(), received_ros)

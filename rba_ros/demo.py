@@ -172,7 +172,7 @@ def run(args) -> int:
 
 def write_summary(path: Path, rows) -> None:
     lines = ["# Demo: the perception node on the embedded model", "",
-             "| frame | latency (s) | main classes | obstacles | best obstacle score |",
+             "| frame | latency (s) | main classes | obstacles | best obstacle score (0..1) |",
              "|---|---|---|---|---|"]
     for name, latency, top, n, best in rows:
         lines.append(f"| {name} | {latency:.2f} | {top} | {n} | "

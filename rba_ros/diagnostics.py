@@ -6,9 +6,11 @@ lifecycle state, ERROR with the reason after a failed configure.
 
 Per camera: input and output rate, inference latency, end-to-end latency (header stamp ->
 outputs published) and node latency (receipt -> published), frames received / processed /
-dropped (replaced by a newer one, too old), conversion and processing errors. WARN while a camera
-is silent, when errors or stale drops happened in the last period, or when frames went without a
-valid CameraInfo (no obstacle_points).
+dropped (replaced by a newer one, too old), conversion and processing errors, the ground frame
+and its transform source. WARN while a camera is silent, when errors or stale drops happened in
+the last period, when frames went without a valid CameraInfo (no ground outputs; the reason is
+given), or without a camera -> ``ground_frame`` transform (``ground.*`` fallback, outputs in the
+camera frame). The model status names its score calibration (or says there is none).
 """
 from __future__ import annotations
 
@@ -19,7 +21,7 @@ from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from .camera import CameraSlot
 
 COUNTERS = ("received", "processed", "dropped_replaced", "dropped_stale", "conversion_errors",
-            "processing_errors", "missing_camera_info")
+            "processing_errors", "missing_camera_info", "missing_transform")
 
 
 def _ms(v: float) -> str:
@@ -31,7 +33,8 @@ class Diagnostics:
         self.node_name = node_name
         self._last: dict[str, dict[str, int]] = {}
 
-    def camera_status(self, slot: CameraSlot, active: bool) -> DiagnosticStatus:
+    def camera_status(self, slot: CameraSlot, active: bool, ground: str = ""
+                      ) -> DiagnosticStatus:
         w = slot.summary()
         totals = {c: getattr(slot.stats, c) for c in COUNTERS}
         last = self._last.get(slot.name, dict.fromkeys(COUNTERS, 0))
@@ -48,7 +51,11 @@ class Diagnostics:
             problems.append(f"{new['dropped_stale']} frames too old")
         if new["missing_camera_info"]:
             problems.append(f"{new['missing_camera_info']} frames without a valid CameraInfo "
-                            "(no obstacle_points)")
+                            f"({slot.camera_error or 'none received'}): no obstacle_points, "
+                            "free_points, obstacles_3d")
+        if new["missing_transform"]:
+            problems.append(f"{new['missing_transform']} frames without transform "
+                            f"{slot.transform_error}: ground.* used, outputs in the camera frame")
         level = DiagnosticStatus.WARN if problems else DiagnosticStatus.OK
         message = "; ".join(problems) if problems else (
             f"{w.output_hz:.1f} Hz, {_ms(w.e2e_ms[0])} ms end-to-end" if active else "inactive")
@@ -62,6 +69,7 @@ class Diagnostics:
             **{f"frames_{c}" if c in ("received", "processed") else c: str(v)
                for c, v in totals.items()},
             "dropped_frames": str(slot.stats.dropped),
+            "ground_frame": ground or "none (ground.*)",
         }
         return DiagnosticStatus(
             level=level, name=f"{self.node_name}: camera {slot.name or '/'}",
@@ -76,9 +84,9 @@ class Diagnostics:
             values=[KeyValue(key=k, value=str(v)) for k, v in {"state": state, **info}.items()])
 
     def message(self, stamp, slots: list[CameraSlot], active: bool, state: str,
-                info: dict[str, str], error: str = "") -> DiagnosticArray:
+                info: dict[str, str], error: str = "", ground: str = "") -> DiagnosticArray:
         msg = DiagnosticArray()
         msg.header.stamp = stamp
-        msg.status = [self.model_status(state, info, error)] + [self.camera_status(s, active)
-                                                           for s in slots]
+        msg.status = [self.model_status(state, info, error)] + [
+            self.camera_status(s, active, ground) for s in slots]
         return msg

@@ -143,8 +143,9 @@ class RosClient:
         self.context.try_shutdown()
 
     # -- topics ---------------------------------------------------------------------------------
-    def publisher(self, msg_type, topic: str, reliable: bool = True, depth: int = 10):
-        return self.node.create_publisher(msg_type, topic, qos(reliable, depth))
+    def publisher(self, msg_type, topic: str, reliable: bool = True, depth: int = 10,
+                  transient_local: bool = False):
+        return self.node.create_publisher(msg_type, topic, qos(reliable, depth, transient_local))
 
     def collect(self, msg_type, topic: str, reliable: bool = True, depth: int = 50,
                 transient_local: bool = False, on_msg=None) -> list:
@@ -245,12 +246,27 @@ def make_image(array: np.ndarray, encoding: str, frame_id: str, stamp: tuple[int
     return to_msg(Image, image_msg(header(stamp, frame_id), array, encoding))
 
 
-def camera_info(frame_id: str, width: int, height: int, f: float, stamp=(0, 0)):
-    """sensor_msgs/CameraInfo: focal length ``f``, principal point in the image centre."""
+def camera_info(frame_id: str, width: int, height: int, f: float, stamp=(0, 0), k=None, d=None,
+                distortion_model: str = "plumb_bob"):
+    """sensor_msgs/CameraInfo: focal length ``f``, principal point in the image centre (or the
+    9 values ``k``), distortion ``d``."""
     from sensor_msgs.msg import CameraInfo
 
-    k = [f, 0.0, width / 2.0, 0.0, f, height / 2.0, 0.0, 0.0, 1.0]
-    return to_msg(CameraInfo, camera_info_msg(header(stamp, frame_id), k, width, height))
+    k = [f, 0.0, width / 2.0, 0.0, f, height / 2.0, 0.0, 0.0, 1.0] if k is None else list(k)
+    return to_msg(CameraInfo, camera_info_msg(header(stamp, frame_id), k, width, height, d,
+                                              distortion_model))
+
+
+def transform_stamped(parent: str, child: str, xyz, quat_xyzw):
+    """geometry_msgs/TransformStamped: ``child``'s pose in ``parent`` (a /tf_static entry)."""
+    from geometry_msgs.msg import TransformStamped
+
+    t = TransformStamped(child_frame_id=child)
+    t.header.frame_id = parent
+    tr, r = t.transform.translation, t.transform.rotation
+    tr.x, tr.y, tr.z = (float(v) for v in xyz)
+    r.x, r.y, r.z, r.w = (float(v) for v in quat_xyzw)
+    return t
 
 
 def now_stamp(node) -> tuple[int, int]:

@@ -10,7 +10,9 @@ Each camera has a keep-latest slot (``camera.py``): the subscription callback on
 newest message; a worker thread takes the newest frame of every camera when it is free, drops
 frames older than ``max_age``, decodes, runs one (batched) inference and publishes every output
 with the source image's header. Topics nobody subscribes to are not computed. Bad input is
-counted and logged (throttled), never fatal.
+counted and logged (throttled), never fatal. CameraInfo is validated when it arrives (its rays are
+computed then, on a side thread); with ``ground_frame`` set, the camera pose comes from TF at the
+image stamp (``ground_tf.py``), else from ``ground.*``.
 
 Run: ``ros2 run rba_ros perception_node --ros-args --params-file config/perception.yaml`` or
 ``python -m rba_ros.perception_node --ros-args --params-file config/perception.yaml``.
@@ -52,6 +54,7 @@ from .camera import CameraSlot, Pending  # noqa: E402
 from .config import NodeConfig, QosConfig  # noqa: E402
 from .conversions import message_type, to_msg  # noqa: E402
 from .diagnostics import Diagnostics  # noqa: E402
+from .ground_tf import GroundTransforms  # noqa: E402
 from .params import (configure_time_changes, declare_all, plain, read_values,  # noqa: E402
                      refusal, split_configs)
 
@@ -102,6 +105,7 @@ class PerceptionNode(LifecycleNode):
         self.pubs: dict[str, dict] = {}       # camera -> output topic -> lifecycle publisher
         self.label_pubs: dict[str, object] = {}
         self.subs: list = []
+        self.transforms: GroundTransforms | None = None  # while active with a ground_frame
         self.active = False
         self.max_age = 0.0
         self.model_info: dict[str, str] = {}
@@ -164,7 +168,8 @@ class PerceptionNode(LifecycleNode):
                 lambda msg, s=slot: self._on_image(s, msg), in_qos))
             self.subs.append(self.create_subscription(
                 CameraInfo, join(slot.name, self.cfg.camera_info_topic),
-                lambda msg, s=slot: setattr(s, "camera_info", msg), in_qos))
+                lambda msg, s=slot: self._on_camera_info(s, msg), in_qos))
+        self._track_ground_frame()
         self.active = True
         self.bond.start()
         self.get_logger().info("active")
@@ -198,6 +203,9 @@ class PerceptionNode(LifecycleNode):
         for sub in self.subs:
             self.destroy_subscription(sub)
         self.subs = []
+        if self.transforms is not None:
+            self.transforms.close()
+            self.transforms = None
         self._stop.set()
         with self._wake:
             self._wake.notify_all()
@@ -217,6 +225,7 @@ class PerceptionNode(LifecycleNode):
         self.cfg = None
 
     def _load(self, cfg: NodeConfig, pipeline_cfg: PipelineConfig):
+        from rba_core.pipeline.calibration import calibration_path, model_calibrations
         from rba_core.pipeline.perception import Perception
         from rba_core.runtime import load_backend
 
@@ -229,12 +238,15 @@ class PerceptionNode(LifecycleNode):
             cfg.fp16, input_size=tuple(cfg.input_size) if cfg.input_size else None,
             batch_size=cfg.batch_size, threads=cfg.threads or None,
             cache_dir=cfg.cache_dir or None)
-        perception = Perception(backend, pipeline_cfg)  # validates score and class names
+        calibrations = model_calibrations(cfg.model_path)
+        perception = Perception(backend, pipeline_cfg, calibrations)  # checks score, classes
         info = backend.info
         self.model_info = {
             "backend": getattr(backend, "name", cfg.backend), "model": cfg.model_path or "default",
             "classes": str(len(info.class_names)), "scores": ",".join(info.score_names),
             "input_size": "x".join(map(str, info.input_size)) if info.input_size else "any",
+            "score_calibration": (str(calibration_path(cfg.model_path)) if calibrations else
+                                  "none: 0..1 scores are a 0/1 step at the threshold"),
             "load_s": f"{time.monotonic() - t0:.1f}"}
         return perception
 
@@ -252,12 +264,46 @@ class PerceptionNode(LifecycleNode):
         values.update(ours)
         try:
             node_cfg, pipeline_cfg = split_configs(values)
+            old = self.perception and self.perception.cfg
             if self.perception is not None:
                 self.perception.update(pipeline_cfg)
         except RbaError as exc:
             return SetParametersResult(successful=False, reason=str(exc))
         self.max_age = node_cfg.max_age
+        if self.active and old is not None:
+            if (old.score, old.threshold) != (pipeline_cfg.score, pipeline_cfg.threshold):
+                self._publish_labels()  # LabelInfo.threshold = p(threshold)
+            self._track_ground_frame()
         return SetParametersResult(successful=True)
+
+    def _track_ground_frame(self) -> None:
+        """Listen to TF while ``ground_frame`` is set (activate, live parameter changes)."""
+        if self.perception.cfg.ground_frame and self.transforms is None:
+            self.transforms = GroundTransforms(self)
+            self.get_logger().info(f"ground_frame {self.perception.cfg.ground_frame}: camera "
+                                   f"poses from {self.transforms.source}")
+
+    def _on_camera_info(self, slot: CameraSlot, msg) -> None:
+        """Validate the CameraInfo; a new camera model gets its rays computed on a side thread
+        (the first frame would otherwise pay for them: ~0.5 s with distortion at 480x360)."""
+        if slot.set_camera_info(msg):
+            threading.Thread(target=self._warm, args=(slot.camera, msg.header),
+                             name="rba-rays", daemon=True).start()
+
+    def _warm(self, camera, header) -> None:
+        perception = self.perception
+        try:
+            if perception is not None:
+                perception.warm(camera, self._pose(perception, None, header))
+        except Exception as exc:  # noqa: BLE001 - only a cache warm-up; frames still work
+            self.get_logger().warning(f"computing camera rays failed: {exc}")
+
+    def _pose(self, perception, slot: CameraSlot | None, header):
+        """camera -> ground_frame at the image stamp; None: ground.* fallback."""
+        ground_frame, transforms = perception.cfg.ground_frame, self.transforms
+        if not ground_frame or transforms is None:
+            return None
+        return transforms.camera_pose(ground_frame, header, slot)
 
     # -- input -----------------------------------------------------------------------------------
     def _on_image(self, slot: CameraSlot, msg) -> None:
@@ -347,18 +393,19 @@ class PerceptionNode(LifecycleNode):
 
     def _publish(self, slot: CameraSlot, src_header, rgb, result) -> None:
         """Every output topic someone subscribes to, with the source image's header."""
-        pubs, info = self.pubs[slot.name], slot.camera_info
+        pubs, camera = self.pubs[slot.name], slot.camera
         wanted = {name for name, pub in pubs.items() if pub.get_subscription_count() > 0}
         hdr = messages.header((src_header.stamp.sec, src_header.stamp.nanosec),
                               src_header.frame_id)
-        size = info and (int(info.width), int(info.height))
-        out = messages.frame_messages(
-            messages.FrameData(self.perception, hdr, rgb, result, info and info.k, size), wanted)
+        pose = self._pose(self.perception, slot, src_header) if camera is not None else None
+        out = messages.frame_messages(messages.FrameData(
+            self.perception, hdr, rgb, result, camera, pose, slot.tracker), wanted)
         if len(out) < len(wanted):  # the outputs that need a camera model
             slot.count("missing_camera_info")
             self.get_logger().warning(
                 f"camera {slot.name or '/'}: no valid CameraInfo on "
-                f"{join(slot.name, self.cfg.camera_info_topic)} yet: no "
+                f"{join(slot.name, self.cfg.camera_info_topic)} "
+                f"({slot.camera_error or 'none yet'}): no "
                 f"{', '.join(sorted(wanted - set(out)))}", throttle_duration_sec=THROTTLE)
         for name, data in out.items():
             pubs[name].publish(to_msg(pubs[name].msg_type, data))
@@ -369,7 +416,7 @@ class PerceptionNode(LifecycleNode):
         names = list(self.perception.info.class_names)
         for pub in self.label_pubs.values():
             pub.publish(to_msg(pub.msg_type, messages.labels_msg(
-                hdr, names, self.perception.cfg.threshold)))
+                hdr, names, self.perception.threshold_probability)))
 
     def _diagnostics_every(self, period: float) -> None:
         if self.diag_timer is not None:
@@ -380,9 +427,11 @@ class PerceptionNode(LifecycleNode):
 
     def _publish_diagnostics(self) -> None:
         state = "active" if self.active else "inactive" if self.cfg else "unconfigured"
+        ground = (self.perception.cfg.ground_frame if self.perception is not None else "") or ""
+        source = self.transforms.source if self.transforms is not None else "not listening"
         self.diag_pub.publish(self.diagnostics.message(
             self.get_clock().now().to_msg(), self.slots, self.active, state, self.model_info,
-            self.model_error))
+            self.model_error, f"{ground} ({source})" if ground else "none (ground.*)"))
 
 
 def main(args=None) -> None:

@@ -14,7 +14,7 @@ from rba_ros.harness import (NodeProcess, RosClient, have_vision_msgs, make_imag
 
 pytest.importorskip("rclpy")
 if not have_vision_msgs():
-    pytest.skip("vision_msgs not built into this venv (bash scripts/build_vision_msgs.sh VENV)",
+    pytest.skip("vision_msgs not built into this venv (bash scripts/build_ros_msgs.sh VENV)",
                 allow_module_level=True)
 
 from sensor_msgs.msg import Image  # noqa: E402

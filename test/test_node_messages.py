@@ -8,6 +8,8 @@ import numpy as np
 import pytest
 
 from rba_core.pipeline import messages as M
+from rba_core.pipeline.camera import CameraModel, CameraModelError
+from rba_core.pipeline.config import ObstacleConfig
 from rba_core.pipeline.obstacles import Obstacle, ObstacleResult
 
 from conftest import REPO
@@ -22,13 +24,13 @@ def _require_vision_msgs():
     try:
         import vision_msgs.msg  # noqa: F401
     except ImportError:
-        pytest.skip("vision_msgs not built into this venv (bash scripts/build_vision_msgs.sh VENV)")
+        pytest.skip("vision_msgs not built into this venv (bash scripts/build_ros_msgs.sh VENV)")
 
 
 def test_installed_vision_msgs_type_hashes():
     """rosidl's type descriptions of the venv's vision_msgs == the real package's RIHS01 hashes."""
     if not INSTALLED.is_dir():
-        pytest.skip(f"{INSTALLED} missing (bash scripts/build_vision_msgs.sh VENV)")
+        pytest.skip(f"{INSTALLED} missing (bash scripts/build_ros_msgs.sh VENV)")
     if not any(INSTALLED.glob("*.json")):
         pytest.skip("no type descriptions: they (and type hashes) are Jazzy and later")
     found = {}
@@ -49,17 +51,26 @@ def outputs():
                                np.zeros((20, 30), bool), np.zeros((20, 30), np.int32))
     ids = rng.integers(0, 11, (20, 30), np.uint8)
     rgb = rng.integers(0, 255, (20, 30, 3), np.uint8)
+    box = SimpleNamespace(box="b")
+    ground = SimpleNamespace(footprints=[box, None], box_pose=lambda b: (
+        np.array([5.0, -1.25, 0.5]), np.array([0.0, 0.0, 0.38268343, 0.92387953]),
+        np.array([0.6, 1.1, 1.0])))
     return [
         ("sensor_msgs/msg/Image", M.image_msg(hdr, ids, "mono8")),
         ("sensor_msgs/msg/Image", M.image_msg(hdr, rng.random((20, 30), np.float32), "32FC1")),
         ("sensor_msgs/msg/Image", M.image_msg(hdr, rgb, "rgb8")),
-        ("vision_msgs/msg/Detection2DArray", M.detections_msg(hdr, obstacles)),
-        ("vision_msgs/msg/LabelInfo", M.labels_msg(hdr, ["road", "car", "sky"], -0.5)),
-        ("sensor_msgs/msg/PointCloud2", M.pointcloud_msg(hdr, rng.random((7, 3), np.float32))),
+        ("vision_msgs/msg/Detection2DArray", M.detections_msg(hdr, obstacles, [0.97, 0.5],
+                                                              [7, 12])),
+        ("vision_msgs/msg/LabelInfo", M.labels_msg(hdr, ["road", "car", "sky"], 0.99)),
+        ("sensor_msgs/msg/PointCloud2", M.pointcloud_msg(hdr, rng.random((7, 3), np.float32),
+                                                         rng.random(7, np.float32))),
+        ("sensor_msgs/msg/PointCloud2", M.pointcloud_msg(hdr, rng.random((5, 3), np.float32))),
+        ("vision_msgs/msg/Detection3DArray", M.detections_3d_msg(hdr, ground, [0.97, 0.5],
+                                                                 [7, 12])),
     ]
 
 
-@pytest.mark.parametrize("i", range(6))
+@pytest.mark.parametrize("i", range(8))
 def test_live_messages_equal_replay_bytes(i):
     """The node's rclpy message carries exactly the replay's rosbags message.
 
@@ -90,9 +101,10 @@ def test_unknown_field_is_a_bug_not_silence():
 
 # -- one builder, one naming, one CameraInfo check for node and replay --------------------------------
 class StubPerception:
-    """Records which products were asked for (overlays and points are the costly ones)."""
+    """Records which products were asked for (overlays and ground are the costly ones)."""
     info = SimpleNamespace(class_names=["road", "car"])
-    cfg = SimpleNamespace(threshold=0.0)
+    cfg = SimpleNamespace(threshold=0.0, ground_frame="", obstacles=ObstacleConfig())
+    threshold_probability = 0.0
 
     def __init__(self):
         self.asked = []
@@ -108,9 +120,14 @@ class StubPerception:
         self.asked.append("anomaly_color")
         return rgb
 
-    def points(self, result, k, size):
-        self.asked.append("points")
-        return np.zeros((2, 3), np.float32)
+    def detection_scores(self, result):
+        return [0.5] * len(result.obstacles.obstacles)
+
+    def ground(self, result, camera, pose):
+        self.asked.append("ground")
+        return SimpleNamespace(obstacle_points=np.zeros((2, 3), np.float32),
+                               obstacle_probability=np.zeros(2, np.float32),
+                               free_points=np.zeros((3, 3), np.float32), footprints=[])
 
 
 def frame_result():
@@ -121,41 +138,63 @@ def frame_result():
 
 
 GOOD_K = [5.0, 0.0, 3.0, 0.0, 5.0, 2.0, 0.0, 0.0, 1.0]
-BAD_KS = [None, [0.0] * 9, [float("nan")] + GOOD_K[1:], GOOD_K[:4] + [float("inf")] + GOOD_K[5:],
-          GOOD_K[:8]]
+BAD_INFOS = [None, {"k": [0.0] * 9}, {"k": [float("nan")] + GOOD_K[1:]},
+             {"k": GOOD_K[:4] + [float("inf")] + GOOD_K[5:]}, {"k": GOOD_K[:8]},
+             {"k": GOOD_K, "d": [0.1] * 5, "distortion_model": "kannala_brandt"},
+             {"k": GOOD_K, "roi": (4, 0, 4, 4)}]
+
+
+def camera_msg(info: dict | None):
+    """A CameraInfo-like object (the fields CameraModel.from_msg reads), 6x4 image."""
+    if info is None:
+        return None
+    roi = info.get("roi", (0, 0, 0, 0))
+    return SimpleNamespace(k=info["k"], d=info.get("d", []), width=6, height=4,
+                           distortion_model=info.get("distortion_model", "plumb_bob"),
+                           binning_x=0, binning_y=0,
+                           roi=SimpleNamespace(x_offset=roi[0], y_offset=roi[1], width=roi[2],
+                                               height=roi[3]))
 
 
 def test_frame_messages_builds_only_what_is_wanted():
     p = StubPerception()
     frame = M.FrameData(p, M.header((1, 2), "cam"), np.zeros((4, 6, 3), np.uint8), frame_result(),
-                        GOOD_K, (6, 4))
+                        CameraModel.from_msg(camera_msg({"k": GOOD_K})))
     out = M.frame_messages(frame, {"anomaly", "obstacles"})
     assert set(out) == {"anomaly", "obstacles"} and p.asked == []
     out = M.frame_messages(frame)
     assert set(out) == set(M.OUTPUT_TOPICS) and sorted(p.asked) == [
-        "anomaly_color", "points", "semantic_color"]
+        "anomaly_color", "ground", "semantic_color"]  # the ground once for three outputs
     assert out["anomaly"]["encoding"] == "32FC1" and out["semantic"]["encoding"] == "mono8"
     assert all(m["header"] == {"stamp": {"sec": 1, "nanosec": 2}, "frame_id": "cam"}
-               for m in out.values())
+               for m in out.values())  # no ground_frame: the ground outputs too
+    assert [f["name"] for f in out["obstacle_points"]["fields"]] == ["x", "y", "z", "intensity"]
+    assert [f["name"] for f in out["free_points"]["fields"]] == ["x", "y", "z"]
 
 
-@pytest.mark.parametrize("k", BAD_KS, ids=["none", "zero", "nan", "inf", "short"])
-def test_no_valid_camera_info_no_obstacle_points_in_node_and_replay(k):
-    """The node's check (finite K, positive focal lengths) is the replay's too."""
+@pytest.mark.parametrize("info", BAD_INFOS,
+                         ids=["none", "zero", "nan", "inf", "short", "model", "roi"])
+def test_no_valid_camera_info_no_ground_outputs_in_node_and_replay(info):
+    """The node's check (CameraModel.from_msg) is the replay's too."""
     from rba_core.replay.runner import OutputEncoder, has_intrinsics
-    from rba_core.replay.source import CameraInfo, Frame
+    from rba_core.replay.source import Frame, camera_model
 
+    model, why = camera_model(camera_msg(info)) if info is not None else (None, None)
+    assert model is None and (info is None or why.startswith("camera_info."))
+    if info is not None:
+        with pytest.raises(CameraModelError):
+            CameraModel.from_msg(camera_msg(info))
     p = StubPerception()
     frame = M.FrameData(p, M.header((1, 2), "cam"), np.zeros((4, 6, 3), np.uint8), frame_result(),
-                        k, (6, 4))
-    assert set(M.frame_messages(frame)) == set(M.OUTPUT_TOPICS) - {"obstacle_points"}
-    assert "points" not in p.asked
+                        model)
+    assert set(M.frame_messages(frame)) == set(M.OUTPUT_TOPICS) - M.CAMERA_OUTPUTS
+    assert "ground" not in p.asked
+    assert M.CAMERA_OUTPUTS == {"obstacle_points", "free_points", "obstacles_3d"}
     bag_frame = Frame(0, "/front/image_raw", "sensor_msgs/msg/Image", 10, b"", (1, 2), "cam",
-                      rgb=np.zeros((4, 6, 3), np.uint8),
-                      camera=None if k is None else CameraInfo(k, (6, 4)))
+                      rgb=np.zeros((4, 6, 3), np.uint8), camera=model, camera_error=why)
     topics = [t for t, _, _ in OutputEncoder(p).encode(bag_frame, frame_result())]
     assert sorted(topics) == sorted(f"/front/rba/{n}" for n in M.OUTPUT_TOPICS
-                                    if n != "obstacle_points")
+                                    if n not in M.CAMERA_OUTPUTS)
     assert not has_intrinsics(bag_frame)
 
 

@@ -20,7 +20,7 @@ from rba_ros.harness import (NodeProcess, RosClient, camera_info, diagnostics_va
 
 pytest.importorskip("rclpy")
 if not have_vision_msgs():
-    pytest.skip("vision_msgs not built into this venv (bash scripts/build_vision_msgs.sh VENV)",
+    pytest.skip("vision_msgs not built into this venv (bash scripts/build_ros_msgs.sh VENV)",
                 allow_module_level=True)
 
 from diagnostic_msgs.msg import DiagnosticArray  # noqa: E402

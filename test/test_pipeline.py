@@ -1,12 +1,9 @@
-"""Post-processing: obstacle components, region filters, ground projection, Perception."""
-import math
-
+"""Post-processing: obstacle components, region filters, Perception (ground: test_footprints.py)."""
 import numpy as np
 import pytest
 
 from rba_core.dataconf import ConfigError
-from rba_core.pipeline.config import GroundConfig, ObstacleConfig, PipelineConfig
-from rba_core.pipeline.geometry import obstacle_points, project_pixels
+from rba_core.pipeline.config import ObstacleConfig, PipelineConfig
 from rba_core.pipeline.obstacles import find_obstacles
 
 ROAD = 3
@@ -58,53 +55,6 @@ def test_adjacency_distance():
     far = ObstacleConfig(min_area=1, region="adjacent", adjacency_px=9)
     assert len(find_obstacles(scores, ids, -0.5, [ROAD], near).obstacles) == 2
     assert len(find_obstacles(scores, ids, -0.5, [ROAD], far).obstacles) == 1
-
-
-K = np.array([[500.0, 0, 320], [0, 500.0, 240], [0, 0, 1]])
-
-
-def pixel_of(point: np.ndarray, k: np.ndarray) -> tuple[float, float]:
-    """Camera-frame point -> pixel (u, v): the pinhole projection, inverse of the ground lift."""
-    p = k @ np.asarray(point, np.float64)
-    return p[0] / p[2], p[1] / p[2]
-
-
-@pytest.mark.parametrize("pitch, roll", [(0.0, 0.0), (0.2, 0.0), (0.15, 0.1)])
-def test_ground_points_land_on_the_plane(pitch, roll):
-    cfg = GroundConfig(camera_height=1.2, pitch=pitch, roll=roll, point_height=0.0, max_range=100)
-    # ground points in the level frame (y down = camera_height), rotated into the camera frame
-    cp, sp, cr, sr = math.cos(pitch), math.sin(pitch), math.cos(roll), math.sin(roll)
-    r = np.array([[1, 0, 0], [0, cp, sp], [0, -sp, cp]]) @ np.array(
-        [[cr, -sr, 0], [sr, cr, 0], [0, 0, 1]])
-    truth = np.array([[x, 1.2, z] for x in (-2.0, 0.0, 1.5) for z in (4.0, 8.0, 15.0)])
-    cam = (r.T @ truth.T).T
-    uv = np.array([pixel_of(p, K) for p in cam])
-    pts = project_pixels(uv[:, 0], uv[:, 1], K, cfg)
-    assert np.allclose(pts, cam, atol=1e-4)
-
-
-def test_points_are_lifted_and_far_or_sky_pixels_dropped():
-    cfg = GroundConfig(camera_height=1.5, point_height=0.3, max_range=10.0)
-    # a pixel below the horizon at 5 m, one at 20 m (too far), one above the horizon
-    near_v = 240 + 500 * 1.5 / 5.0
-    far_v = 240 + 500 * 1.5 / 20.0
-    pts = project_pixels(np.array([320.0, 320.0, 320.0]), np.array([near_v, far_v, 100.0]), K, cfg)
-    assert pts.shape == (1, 3)
-    assert pts[0] == pytest.approx([0.0, 1.5 - 0.3, 5.0], abs=1e-4)
-
-
-def test_obstacle_points_from_a_mask_with_stride_and_scale():
-    mask = np.zeros((48, 64), bool)
-    mask[40:44, 30:34] = True
-    cfg = GroundConfig(camera_height=1.5, stride=2, point_height=0.0, max_range=1e3)
-    pts = obstacle_points(mask, K, cfg, scale=(10.0, 10.0))  # mask is 1/10 of the camera image
-    assert len(pts) == 4
-    # every point is on the ground plane (y = camera height with zero pitch)
-    assert np.allclose(pts[:, 1], 1.5, atol=1e-5)
-    # and projects back inside the scaled mask region
-    for p in pts:
-        u, v = pixel_of(p, K)
-        assert 300 <= u <= 340 and 400 <= v <= 440
 
 
 def test_pipeline_config_errors_name_the_field():

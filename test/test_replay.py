@@ -9,6 +9,7 @@ import yaml
 
 from conftest import REPO
 from rba_core.cli import main
+from rba_core.pipeline.calibration import ScoreCalibration
 from rba_core.pipeline.config import PipelineConfig
 from rba_core.pipeline.messages import OUTPUT_TOPICS
 from rba_core.pipeline.perception import Perception
@@ -21,9 +22,13 @@ from replay_util import (NS, SIZE, assert_complete_outputs, image_array, make_ba
 N = 4
 
 
+# score -> probability: 0.9 at the threshold -8, linear up to 1 at 0 (hand-made calibration)
+CALIBRATION = ScoreCalibration("rba", [-10.0, -8.0, 0.0], [0.0, 0.9, 1.0])
+
+
 @pytest.fixture(scope="module")
 def perception():
-    return Perception(tiny_backend(), PipelineConfig(threshold=-8.0))
+    return Perception(tiny_backend(), PipelineConfig(threshold=-8.0), {"rba": CALIBRATION})
 
 
 @pytest.mark.parametrize("name, bag_kw, storage", [
@@ -47,8 +52,10 @@ def test_replay_writes_every_output_for_every_frame(data_dir, tmp_path, percepti
     for (t0, a), (t1, b) in zip(got[image_topic], src[image_topic]):
         assert t0 == t1 and bytes(a.data) == bytes(b.data) and a.header.frame_id == "camera"
     assert [stamp_of(m) for _, m in got["/camera/camera_info"]] == stamps
-    for _, cloud in got[f"{NS}/obstacle_points"]:
+    for _, cloud in got[f"{NS}/obstacle_points"]:  # x, y, z, intensity
         assert cloud.point_step == 16 and cloud.width * 16 == len(cloud.data)
+    for _, cloud in got[f"{NS}/free_points"]:  # x, y, z
+        assert cloud.point_step == 12 and cloud.width * 12 == len(cloud.data)
     for _, dets in got[f"{NS}/obstacles"]:
         for d in dets.detections:
             assert 0 <= d.bbox.center.position.x <= SIZE[1]
@@ -75,10 +82,13 @@ def test_outputs_equal_the_backend_on_the_same_frames(data_dir, tmp_path, percep
         if not flagged.any():
             assert dets == []
         assert sum(d.bbox.size_x * d.bbox.size_y for d in dets) >= 150 * len(dets)
+        # 0..1 scores: every detection is flagged, so p(peak) > p(threshold) = 0.9
+        assert all(0.9 < d.results[0].hypothesis.score <= 1.0 for d in dets)
+        assert len({d.id for d in dets}) == len(dets)
         assert image_array(got[f"{NS}/semantic_color"][i][1]).shape == SIZE + (3,)
     labels = got[f"{NS}/labels"][0][1]
     assert [c.class_name for c in labels.class_map] == backend.info.class_names
-    assert labels.threshold == pytest.approx(-8.0)
+    assert labels.threshold == pytest.approx(0.9)  # p(threshold), on the detections' scale
 
 
 def test_output_types_carry_the_real_vision_msgs_hashes(data_dir, tmp_path, perception):
@@ -117,7 +127,8 @@ def test_params_file_config_and_cli(data_dir, tmp_path, capsys):
             "--backend", "torch", "--config", str(params)]
     assert main(args) == 0
     got = read_bag(out)
-    assert got[f"{NS}/labels"][0][1].threshold == pytest.approx(-7.25)
+    # preset:tiny has no calibration file: 0..1 outputs are the 0/1 step, p(threshold) = 0
+    assert got[f"{NS}/labels"][0][1].threshold == 0.0
     assert len(got[f"{NS}/anomaly"]) == 2
     assert read_state(out)["pipeline"]["obstacles"]["min_area"] == 20
     # existing output: refused without --resume; a finished replay resumes to a no-op

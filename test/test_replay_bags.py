@@ -43,8 +43,8 @@ def test_bag_from_images_roundtrip(data_dir, tmp_path, name, kw):
         t = start + round(i * 1e9 / RATE)  # 15 Hz stamps, header stamp = bag time
         assert f.timestamp == t and f.stamp == (t // 10**9, t % 10**9)
         assert f.frame_id == "camera" and f.error is None
-        assert f.camera is not None and f.camera.k == [K[0], 0, K[2], 0, K[1], K[3], 0, 0, 1]
-        assert f.camera.size == (SIZE[1], SIZE[0])
+        assert f.camera is not None and f.camera.k == (K[0], 0, K[2], 0, K[1], K[3], 0, 0, 1)
+        assert f.camera.image_size == (SIZE[1], SIZE[0]) and not f.camera.distorted
         if kw.get("compressed") and kw.get("format", "jpeg") == "jpeg":
             assert np.abs(f.rgb.astype(int) - want).mean() < 4  # lossy
         else:

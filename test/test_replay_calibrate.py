@@ -6,6 +6,7 @@ import json
 import numpy as np
 import pytest
 
+from rba_core.pipeline.calibration import load_calibrations
 from rba_core.pipeline.config import PipelineConfig
 from rba_core.pipeline.perception import Perception
 from rba_core.replay.calibrate import (CalibrationConfig, CalibrationError, calibrate,
@@ -70,6 +71,20 @@ def test_calibrated_threshold_achieves_the_target_on_the_same_bag(clip, tmp_path
     summary = json.loads(out.with_suffix(".json").read_text())
     assert summary["threshold"] == t and summary["region"] == region
     assert out.with_suffix(".png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    # the score -> probability file: the empirical CDF of the same pooled pixels, so the
+    # threshold's probability is 1 - the achieved rate, and Perception publishes exactly that
+    cals = load_calibrations(result["calibration"])
+    assert set(cals) == {"rba"} and cals["rba"].info["threshold"] == t
+    cal = cals["rba"]
+    assert float(cal(t, np.float64)) == pytest.approx(1.0 - achieved, abs=1e-12)
+    assert result["threshold_probability"] == float(cal(t, np.float64))
+    probs = cal(np.sort(scores))
+    assert (np.diff(probs) >= 0).all() and probs.min() >= 0.0 and probs.max() <= 1.0
+    for k in cal.knots[:: max(1, cal.knots.size // 20)]:
+        assert float(cal(k)) == pytest.approx(np.mean(scores <= k), abs=1e-7)
+    p = Perception(tiny_backend(), pipeline_config_from_yaml(out), cals)
+    assert p.threshold_probability == result["threshold_probability"]
+    assert f"{result['threshold_probability']!r}" in out.read_text()
 
 
 def test_calibrate_errors(clip, tmp_path):

@@ -94,8 +94,10 @@ def add_parser(sub) -> None:
                        description="On a bag of normal driving (no anomalies), find the "
                        "threshold at which at most --target-fpr of the (region) pixels are "
                        "flagged (score > threshold), exactly, from pooled score counts. Writes a "
-                       "YAML snippet for the node's params file, a JSON summary and a PNG of "
-                       "the curve (flagged share vs threshold).")
+                       "YAML snippet for the node's params file, a JSON summary, a PNG of "
+                       "the curve (flagged share vs threshold) and the score -> probability "
+                       "calibration (0..1 detection scores; copy it next to the model as "
+                       "<model stem>.calibration.yaml).")
     c.add_argument("input", help="input bag")
     c.add_argument("--target-fpr", type=float, required=True,
                    help="largest share of pixels flagged on normal driving (e.g. 0.01)")
@@ -105,6 +107,9 @@ def add_parser(sub) -> None:
     c.add_argument("--node-name", default="/**/rba_perception",
                    help="node key of the snippet (as in config/perception.yaml)")
     c.add_argument("-o", "--out", required=True, help="YAML snippet to write (.yaml)")
+    c.add_argument("--calibration", default=None, metavar="PATH",
+                   help="score -> probability file to write (default: OUT's stem + "
+                        ".calibration.yaml)")
     add_pipeline_args(c)
     c.set_defaults(func=run_calibrate)
 
@@ -135,6 +140,7 @@ def add_parser(sub) -> None:
 
 # -- shared set-up ------------------------------------------------------------------------------
 def load_perception(args: argparse.Namespace, extra_scores: list[str] = ()) -> Perception:
+    from ..pipeline.calibration import model_calibrations
     from ..replay.runner import pipeline_config_from_yaml
 
     cfg = pipeline_config_from_yaml(args.config) if args.config else PipelineConfig()
@@ -146,7 +152,7 @@ def load_perception(args: argparse.Namespace, extra_scores: list[str] = ()) -> P
     backend = load_backend(args.model, args.backend, scores, args.inference, args.device,
                            input_size=parse_wxh(args.input_size, "--input-size"),
                            batch_size=getattr(args, "batch", 1))
-    return Perception(backend, cfg)
+    return Perception(backend, cfg, model_calibrations(args.model))
 
 
 def run_replay(args: argparse.Namespace) -> int:
@@ -189,10 +195,12 @@ def run_calibrate(args: argparse.Namespace) -> int:
     from ..replay.calibrate import CalibrationConfig, calibrate
 
     perception = load_perception(args)
-    cfg = config_from_args(CalibrationConfig, args, topics=args.topics or [])
+    cfg = config_from_args(CalibrationConfig, args, topics=args.topics or [],
+                           model=args.model or "")
     result = calibrate(cfg, perception)
-    print(json.dumps({k: result[k] for k in ("threshold", "score", "target_fpr",
-                                             "achieved_fpr", "pixels", "frames")}, indent=1))
+    print(json.dumps({k: result[k] for k in ("threshold", "threshold_probability", "score",
+                                             "target_fpr", "achieved_fpr", "pixels", "frames")},
+                     indent=1))
     print(f"wrote {', '.join(result['files'])}")
     return 0
 

@@ -24,9 +24,18 @@ class ObstacleConfig:
     drivable_classes: list[str] = param(["road"], "class names that make up the drivable area")
     adjacency_px: int = param(15, "pixels; how near `adjacent` components must come to the "
                                   "drivable area", (0, 10_000))
-    score: Literal["peak", "mean"] = param("peak", "detection score: peak or mean anomaly of "
-                                                   "the component")
+    score: Literal["peak", "mean"] = param("peak", "detection score: p(peak or mean anomaly of "
+                                                   "the component), calibrated to 0..1")
     max_detections: int = param(50, "largest components kept per frame", (1, 10_000))
+    footprint_depth: float = param(0.3, "metres; each obstacle's footprint is filled this far "
+                                        "behind its ground-contact line (never farther)",
+                                   (0.0, 100.0))
+    track_min_iou: float = param(0.2, "stable ids: a detection continues a track whose predicted "
+                                      "box it overlaps at least this much (IoU)", (0.01, 1.0))
+    track_max_distance: float = param(1.0, "metres; ...or whose footprint centre is this near "
+                                           "(ground frame); 0 = off", (0.0, 1000.0))
+    track_max_missed: int = param(5, "frames a track (and its id) survives without a detection",
+                                  (0, 100_000))
 
     def __post_init__(self):
         check_bounds(self)
@@ -34,18 +43,24 @@ class ObstacleConfig:
 
 @dataclass
 class GroundConfig:
-    """Flat ground plane relative to the camera (optical frame: x right, y down, z forward)."""
-    camera_height: float = param(1.5, "metres of the camera above the ground plane",
+    """Flat ground plane relative to the camera (optical frame: x right, y down, z forward).
+
+    The pose fields (camera_height, pitch, roll) are the fallback when ``ground_frame`` is empty;
+    point_height, max_range and stride apply either way."""
+    camera_height: float = param(1.5, "metres of the camera above the ground plane (fallback "
+                                      "when ground_frame is empty, or has no transform yet)",
                                  (0.001, 1000.0))
-    pitch: float = param(0.0, "radians; camera tilted down is positive",
-                         (-math.pi / 2, math.pi / 2))
-    roll: float = param(0.0, "radians; clockwise seen from behind is positive",
-                        (-math.pi / 2, math.pi / 2))
-    point_height: float = param(0.2, "metres; obstacle points are lifted this far above the "
-                                     "ground so Nav2's height band keeps them", (-100.0, 100.0))
-    max_range: float = param(30.0, "metres; farther ground points are dropped",
-                             (0.001, 100_000.0))
-    stride: int = param(4, "project every n-th obstacle pixel in x and y", (1, 1024))
+    pitch: float = param(0.0, "radians; camera tilted down is positive (fallback when "
+                              "ground_frame is empty)", (-math.pi / 2, math.pi / 2))
+    roll: float = param(0.0, "radians; clockwise seen from behind is positive (fallback when "
+                             "ground_frame is empty)", (-math.pi / 2, math.pi / 2))
+    point_height: float = param(0.2, "metres; obstacle and free points are lifted this far "
+                                     "above the ground so Nav2's height band keeps them",
+                                (-100.0, 100.0))
+    max_range: float = param(30.0, "metres; ground points (obstacles, free ground) farther from "
+                                   "the camera are dropped", (0.001, 100_000.0))
+    stride: int = param(4, "pixels; footprint fill and free ground use every n-th pixel in x "
+                           "and y, footprint columns are n pixels wide", (1, 1024))
 
     def __post_init__(self):
         check_bounds(self)
@@ -55,15 +70,23 @@ class GroundConfig:
 class PipelineConfig:
     score: str = param("rba", "anomaly score driving threshold, obstacles and anomaly output "
                               "(one of scores)")
-    threshold: float = param(-0.18, "score > threshold = anomalous pixel; -0.18 flags 1 % of "
-                                    "CamVid val pixels with the embedded model (calibrate yours "
-                                    "with `rba calibrate`)")
+    threshold: float = param(-0.18, "score units: score > threshold = anomalous pixel; -0.18 "
+                                    "flags 1 % of CamVid val pixels with the embedded model "
+                                    "(calibrate yours with `rba calibrate`); outputs in 0..1 "
+                                    "(detection scores, LabelInfo.threshold, point intensity) are "
+                                    "p(score), the model's calibration")
     overlay_alpha: float = param(0.5, "weight of the colours in semantic_color / anomaly_color",
                                  (0.0, 1.0))
     heatmap_range: list[float] = param([], "[lo, hi] score range of the anomaly_color heat map; "
-                                           "unset or [] = per frame 1st..99th percentile")
+                                           "unset = calibrated fixed scale (per frame 1st..99th "
+                                           "percentile for a model without calibration)")
     obstacles: ObstacleConfig = param(ObstacleConfig(), "")
     ground: GroundConfig = param(GroundConfig(), "")
+    ground_frame: str = param("", "TF frame whose z = 0 is the ground (e.g. base_footprint); "
+                                  "clouds and 3D boxes are published in it; empty = camera pose "
+                                  "from ground.*, outputs in the camera's frame")
+    heatmap_percentiles: bool = param(False, "anomaly_color scaled per frame (1st..99th "
+                                             "percentile) instead of the calibrated fixed scale")
 
     def __post_init__(self):
         check_bounds(self)

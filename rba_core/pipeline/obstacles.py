@@ -34,7 +34,13 @@ class ObstacleResult:
 
 
 def drivable_mask(class_ids: np.ndarray, drivable_ids: list[int]) -> np.ndarray:
-    return np.isin(class_ids, drivable_ids) if drivable_ids else np.zeros(class_ids.shape, bool)
+    if not drivable_ids:
+        return np.zeros(class_ids.shape, bool)
+    if class_ids.dtype == np.uint8:  # a lookup table: ~10x faster than np.isin
+        lut = np.zeros(256, bool)
+        lut[[i for i in drivable_ids if 0 <= i < 256]] = True
+        return lut[class_ids]
+    return np.isin(class_ids, drivable_ids)
 
 
 def region_filter(candidates: np.ndarray, class_ids: np.ndarray, drivable_ids: list[int],

@@ -20,6 +20,8 @@ from ..pipeline import messages
 
 IMAGE_TYPES = ("sensor_msgs/msg/Image", "sensor_msgs/msg/CompressedImage")
 CAMERA_INFO_TYPE = "sensor_msgs/msg/CameraInfo"
+TF_MESSAGE_TYPE = "tf2_msgs/msg/TFMessage"
+TF_STATIC_TOPIC = "/tf_static"
 OUTPUT_NAMESPACE = "{camera}/" + messages.OUTPUT_NAMESPACE  # a camera's outputs: /CAM/rba/...
 VISION_MSGS = Path(__file__).resolve().parent.parent / "ros_msgs" / "vision_msgs" / "msg"
 STORAGES = ("mcap", "sqlite3")

@@ -6,6 +6,11 @@ alarm. The scores of all (region) pixels are pooled exactly as sorted distinct v
 threshold is the smallest score value v with share(score > v) <= target: exact, with no
 histogram binning. Scores are float32, so the threshold is one of them, exactly representable
 in the YAML snippet (shortest round-trip repr) and in the node's float32 comparison.
+
+The same pooled counts give every score's calibration to 0..1 (``pipeline/calibration.py``: the
+share of these pixels scoring at most s), written as ``<model>.calibration.yaml``-format file
+(``--calibration``, default beside the snippet); its value at the threshold is exactly
+1 - the achieved false-alarm rate.
 """
 from __future__ import annotations
 
@@ -20,6 +25,7 @@ from tqdm import tqdm
 
 from ..errors import RbaError, require
 from ..metrics import CountTable
+from ..pipeline.calibration import ScoreCalibration, save_calibrations
 from ..pipeline.frames import infer_frames
 from ..pipeline.perception import Perception
 from .bags import open_reader
@@ -40,6 +46,8 @@ class CalibrationConfig:
     node_name: str = "/**/rba_perception"  # the key config/perception.yaml uses
     limit: int | None = None
     batch: int = 1
+    calibration: str | None = None  # score -> probability file; None: <out stem>.calibration.yaml
+    model: str = ""                   # recorded in the calibration file
 
 
 def threshold_for_rate(values: np.ndarray, counts: np.ndarray, rate: float
@@ -103,6 +111,8 @@ def snippet(cfg: CalibrationConfig, result: dict) -> str:
     text = (f"# rba calibrate: at most {cfg.target_fpr:g} of {region} flagged on normal driving\n"
             f"# bag {cfg.input}: {result['frames']} frames, {result['pixels']} pixels; "
             f"achieved {result['achieved_fpr']:.6g}\n"
+            f"# anomaly probability of this threshold (LabelInfo.threshold): "
+            f"{result['threshold_probability']!r} ({Path(result['calibration']).name})\n"
             f"{json.dumps(cfg.node_name)}:\n"
             f"  ros__parameters:\n"
             f"    score: {result['score']}\n"
@@ -113,10 +123,9 @@ def snippet(cfg: CalibrationConfig, result: dict) -> str:
 
 
 def collect_scores(cfg: CalibrationConfig, perception: Perception, ids: list[int] | None
-                   ) -> tuple[CountTable, int, int]:
-    """Pool the configured score of every (region) pixel of every frame: (table, frames, errors)."""
-    score = perception.cfg.score
-    table = CountTable()
+                   ) -> tuple[dict[str, CountTable], int, int]:
+    """Pool every score of every (region) pixel of every frame: ({score: table}, frames, errors)."""
+    tables = {name: CountTable() for name in perception.info.score_names}
     reader = open_reader(cfg.input)
     frames = 0
     try:
@@ -127,11 +136,12 @@ def collect_scores(cfg: CalibrationConfig, perception: Perception, ids: list[int
                 good = [f for f in batch if f.rgb is not None]
                 for out in (infer_frames(perception.backend, [f.rgb for f in good])
                             if good else []):
-                    values = out.scores[score]
-                    table.add(values if ids is None else values[np.isin(out.class_ids, ids)])
+                    region = None if ids is None else np.isin(out.class_ids, ids)
+                    for name, values in out.scores.items():
+                        tables[name].add(values if region is None else values[region])
                 frames += len(good)
                 bar.update(sum(f.index >= 0 for f in batch))
-        return table, frames, source.decode_errors
+        return tables, frames, source.decode_errors
     finally:
         reader.close()
 
@@ -145,25 +155,37 @@ def calibrate(cfg: CalibrationConfig, perception: Perception) -> dict:
         raise CalibrationError(f"-o must name a .yaml file, got {cfg.out}")
     ids = region_ids(cfg.region, list(perception.info.class_names))
     start = time.perf_counter()
-    table, frames, errors = collect_scores(cfg, perception, ids)
+    tables, frames, errors = collect_scores(cfg, perception, ids)
+    score = perception.cfg.score
+    table = tables[score]
     values, counts = table.table()
     if table.total == 0:
         raise CalibrationError(f"no pixel to calibrate on ({frames} frames decoded; region "
                                f"{cfg.region!r} never predicted?)")
     threshold, achieved = threshold_for_rate(values, counts, cfg.target_fpr)
-    result = {"input": cfg.input, "topics": cfg.topics, "score": perception.cfg.score,
+    out = Path(cfg.out)
+    cal_path = Path(cfg.calibration) if cfg.calibration else \
+        out.with_name(out.stem + ".calibration.yaml")
+    source = {"input": cfg.input, "region": cfg.region, "frames": frames,
+              "pixels": int(table.total), "model": cfg.model or "default"}
+    calibrations = {name: ScoreCalibration.from_counts(
+        name, *t.table(), include=(threshold,) if name == score else (),
+        info={"threshold": threshold, "target_fpr": cfg.target_fpr} if name == score else {})
+        for name, t in tables.items() if t.total}
+    save_calibrations(cal_path, calibrations, {"method": "inlier_cdf", "source": source})
+    result = {"input": cfg.input, "topics": cfg.topics, "score": score,
               "region": cfg.region, "target_fpr": cfg.target_fpr, "threshold": threshold,
-              "achieved_fpr": achieved, "frames": frames, "decode_errors": errors,
+              "achieved_fpr": achieved,
+              "threshold_probability": float(calibrations[score](threshold, np.float64)),
+              "calibration": str(cal_path), "frames": frames, "decode_errors": errors,
               "pixels": int(table.total), "distinct_scores": int(values.size),
               "score_range": [float(values[0]), float(values[-1])],
               "wall_s": time.perf_counter() - start}
-    out = Path(cfg.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(snippet(cfg, result))
     png, js = out.with_suffix(".png"), out.with_suffix(".json")
     plot_curve(png, *flagged_curve(values, counts), cfg.target_fpr, threshold,
-               f"{Path(cfg.input).name}: {perception.cfg.score}, region {cfg.region}, "
-               f"{frames} frames")
-    result["files"] = [str(out), str(js), str(png)]
+               f"{Path(cfg.input).name}: {score}, region {cfg.region}, {frames} frames")
+    result["files"] = [str(out), str(js), str(png), str(cal_path)]
     js.write_text(json.dumps(result, indent=1))
     return result

@@ -7,8 +7,12 @@ Three stages overlap, joined by bounded queues, so the network never waits for I
 
 The output bag holds the original image (and CameraInfo) messages and, per image topic, every
 output topic of the live node (``pipeline.messages``: same types, relative names, header stamps
-and frame ids) under ``OUTPUT_NAMESPACE``. Crash safety and ``resume`` come from
-:class:`~rba_core.replay.segments.SegmentedBagWriter`.
+and frame ids) under ``OUTPUT_NAMESPACE``, and the bag's ``/tf_static``. The ground outputs use the
+bag's CameraInfo (K, D, binning, ROI) and, with ``ground_frame`` set, the camera pose from the
+bag's ``/tf_static`` (else the ``ground.*`` fallback, as the node). Obstacle ids come from one
+tracker per camera, updated in frame order although frames are encoded in parallel; the next id
+is kept in the bag's state, so a resumed replay never reuses an id. Crash safety and ``resume``
+come from :class:`~rba_core.replay.segments.SegmentedBagWriter`.
 """
 from __future__ import annotations
 
@@ -18,6 +22,7 @@ import signal
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -27,9 +32,11 @@ from tqdm import tqdm
 from ..dataconf import ConfigError, check, check_fields, load_yaml, nest
 from ..pipeline.config import PipelineConfig
 from ..pipeline.frames import infer_frames
-from ..pipeline.messages import (LABELS_TOPIC, OUTPUT_TOPICS, FrameData, frame_messages, header,
-                                 labels_msg, valid_intrinsics)
+from ..pipeline.messages import (CAMERA_OUTPUTS, LABELS_TOPIC, OUTPUT_TOPICS, FrameData,
+                                 frame_messages, header, labels_msg)
 from ..pipeline.perception import Perception
+from ..pipeline.tracking import ObstacleTracker
+from ..pipeline.transforms import TransformError
 from .bags import (STORAGES, BagError, OUTPUT_NAMESPACE, image_connections, open_reader,
                    output_topic, output_typestore, qos_profile, serialize)
 from .segments import SegmentedBagWriter, read_state
@@ -89,16 +96,67 @@ def pipeline_config_from_yaml(path: str | Path) -> PipelineConfig:
 
 
 def has_intrinsics(frame: Frame) -> bool:
-    return frame.camera is not None and valid_intrinsics(frame.camera.k)
+    """The frame's camera has a valid CameraInfo (the node's check: ``CameraModel``)."""
+    return frame.camera is not None
 
 
 class OutputEncoder:
-    """One frame's results -> the node's output messages (topic, timestamp, CDR bytes)."""
+    """One frame's results -> the node's output messages (topic, timestamp, CDR bytes).
 
-    def __init__(self, perception: Perception, namespace: str = OUTPUT_NAMESPACE):
+    ``encode`` may run on several threads; each camera's tracker still sees its frames in order:
+    ``ticket`` (called in frame order) numbers them, the tracker step waits for its turn.
+    """
+
+    def __init__(self, perception: Perception, namespace: str = OUTPUT_NAMESPACE,
+                 next_ids: dict[str, int] | None = None):
         self.perception = perception
         self.namespace = namespace
         self.store = output_typestore()
+        self.trackers: dict[str, ObstacleTracker] = {}
+        for topic, next_id in (next_ids or {}).items():  # a resumed replay goes on counting
+            self.tracker(topic).next_id = int(next_id)
+        self._tickets: dict[str, int] = {}
+        self._turns: dict[str, int] = {}
+        self._order = threading.Condition()
+        self.missing_transform: dict[str, int] = {}  # reason -> frames (ground.* fallback)
+
+    def tracker(self, topic: str) -> ObstacleTracker:
+        return self.trackers.setdefault(topic, ObstacleTracker())
+
+    def ticket(self, frame: Frame) -> int:
+        """The frame's place among its camera's frames (call in frame order)."""
+        with self._order:
+            n = self._tickets.get(frame.topic, 0)
+            self._tickets[frame.topic] = n + 1
+            return n
+
+    @contextmanager
+    def _turn(self, topic: str, ticket: int):
+        with self._order:
+            self._order.wait_for(lambda: self._turns.get(topic, 0) == ticket)
+        try:
+            yield
+        finally:
+            with self._order:
+                self._turns[topic] = ticket + 1
+                self._order.notify_all()
+
+    def pose(self, frame: Frame):
+        """camera -> ground_frame from the bag's /tf_static (None: ground.* fallback)."""
+        ground_frame = self.perception.cfg.ground_frame
+        if not ground_frame or frame.camera is None:
+            return None
+        try:
+            if frame.transforms is None:
+                raise TransformError("no /tf_static in the bag")
+            if not frame.frame_id:
+                raise TransformError("the image has no frame_id")
+            return frame.transforms.lookup(ground_frame, frame.frame_id)
+        except TransformError as exc:
+            with self._order:
+                reason = f"{ground_frame} <- {frame.frame_id or '?'}: {exc}"
+                self.missing_transform[reason] = self.missing_transform.get(reason, 0) + 1
+            return None
 
     def topics(self, image_topic: str) -> dict[str, tuple[str, list]]:
         """Output topic -> (msgtype, QoS) for one camera."""
@@ -110,17 +168,30 @@ class OutputEncoder:
 
     def labels(self, frame: Frame) -> tuple[str, int, memoryview]:
         """LabelInfo, once per camera before its first outputs (frame_id '' like the node)."""
-        msg = labels_msg(header(frame.stamp, ""),
-                         list(self.perception.info.class_names), self.perception.cfg.threshold)
+        msg = labels_msg(header(frame.stamp, ""), list(self.perception.info.class_names),
+                         self.perception.threshold_probability)
         return (output_topic(frame.topic, LABELS_TOPIC[0], self.namespace), frame.timestamp,
                 serialize(self.store, LABELS_TOPIC[1], msg))
 
-    def encode(self, frame: Frame, outputs) -> list[tuple[str, int, memoryview]]:
-        """Post-process one frame (obstacles, overlays, points) and serialize every output."""
-        cam = frame.camera
-        msgs = frame_messages(FrameData(
-            self.perception, header(frame.stamp, frame.frame_id), frame.rgb,
-            self.perception.postprocess(outputs), cam and cam.k, cam and cam.size))
+    def encode(self, frame: Frame, outputs, ticket: int | None = None
+               ) -> list[tuple[str, int, memoryview]]:
+        """Post-process one frame (obstacles, ground, ids, overlays) and serialize every output.
+
+        ``ticket``: from :meth:`ticket`, when frames are encoded on several threads."""
+        ticket = self.ticket(frame) if ticket is None else ticket
+        data = None
+        try:
+            data = FrameData(self.perception, header(frame.stamp, frame.frame_id), frame.rgb,
+                             self.perception.postprocess(outputs), frame.camera,
+                             self.pose(frame), self.tracker(frame.topic))
+            if data.camera is not None:
+                data.ground  # noqa: B018 - the costly part, in parallel
+        finally:
+            with self._turn(frame.topic, ticket):  # the tracker: frame after frame
+                if data is not None:
+                    data.ids  # noqa: B018
+                    frame.next_id = data.tracker.next_id
+        msgs = frame_messages(data)
         return [(output_topic(frame.topic, name, self.namespace), frame.timestamp,
                  serialize(self.store, OUTPUT_TOPICS[name], msg)) for name, msg in msgs.items()]
 
@@ -145,6 +216,8 @@ class _Writer(threading.Thread):
         self.labels = set(bag.state.setdefault("labels", []))
         self.error: BaseException | None = None
         self.frames = self.outputs = self.missing_camera_info = 0
+        self.camera_errors: dict[str, int] = {}  # why a CameraInfo was unusable -> frames
+        self.next_ids = bag.state.setdefault("next_ids", {})  # camera -> next tracker id
 
     def run(self) -> None:
         item = None
@@ -174,8 +247,13 @@ class _Writer(threading.Thread):
                 bag.state["labels"] = sorted(self.labels)
             for topic, timestamp, data in future.result():
                 bag.write(topic, timestamp, data)
+            self.next_ids[frame.topic] = frame.next_id
             self.outputs += 1
-            self.missing_camera_info += not has_intrinsics(frame)
+            if not has_intrinsics(frame):
+                self.missing_camera_info += 1
+                if frame.camera_error:
+                    self.camera_errors[frame.camera_error] = \
+                        self.camera_errors.get(frame.camera_error, 0) + 1
         bag.frame_done()
         self.frames += 1
         if self.bar is not None:
@@ -247,10 +325,14 @@ def run_replay(cfg: ReplayConfig, perception: Perception) -> dict:
                     "resumed_from": start, "wall_s": 0.0, "fps": 0.0, "decode_errors": 0,
                     "topics": source_topics}
         bag.state["complete"] = False
+        for topic, next_id in bag.state.get("next_ids", {}).items():  # resumed: go on counting
+            encoder.tracker(topic).next_id = int(next_id)
         for topic, conns in source.images.items():
             bag.add_topic(topic, conns[0].msgtype)
         for conn in source.infos:
             bag.add_topic(conn.topic, conn.msgtype)
+        for conn in source.statics:
+            bag.add_topic(conn.topic, conn.msgtype, qos_profile(transient_local=True))
         for topic in source_topics:
             for out_topic, (msgtype, qos) in encoder.topics(topic).items():
                 bag.add_topic(out_topic, msgtype, qos)
@@ -281,7 +363,8 @@ def _run(cfg, perception, encoder, source, bag, start) -> dict:
                 for f in batch:
                     if f.error and f.index >= 0:
                         log.warning("frame %d on %s skipped: %s", f.index, f.topic, f.error)
-                    fut = pool.submit(encoder.encode, f, done[id(f)]) if id(f) in done else None
+                    fut = pool.submit(encoder.encode, f, done[id(f)], encoder.ticket(f)) \
+                        if id(f) in done else None
                     _put(write_q, (f, fut), writer)
                 if writer.error is not None:
                     break
@@ -305,8 +388,14 @@ def _run(cfg, perception, encoder, source, bag, start) -> dict:
                "wall_s": wall, "fps": writer.frames / wall if wall > 0 else 0.0,
                "infer_s": infer_s, "decode_errors": source.decode_errors,
                "frames_without_camera_info": writer.missing_camera_info,
+               "frames_without_transform": sum(encoder.missing_transform.values()),
                "topics": source.topics, "storage": bag.storage}
     if writer.missing_camera_info:
-        log.warning("%d frame(s) had no CameraInfo yet (looked for <camera>/camera_info): no "
-                    "obstacle_points for them", writer.missing_camera_info)
+        log.warning("%d frame(s) had no valid CameraInfo (looked for <camera>/camera_info): no "
+                    "%s for them", writer.missing_camera_info, ", ".join(sorted(CAMERA_OUTPUTS)))
+    for why, n in writer.camera_errors.items():
+        log.warning("%d frame(s): unusable CameraInfo: %s", n, why)
+    for why, n in encoder.missing_transform.items():
+        log.warning("%d frame(s) without transform %s; ground.* fallback, outputs in the "
+                    "camera frame", n, why)
     return summary

@@ -1,30 +1,30 @@
 """Camera frames out of a bag, in bag order, decoded on a background thread.
 
 Each selected Image / CompressedImage message becomes one :class:`Frame` numbered in bag order
-(``index``): the numbering is what ``--resume`` counts. CameraInfo messages of the cameras ride
-along with the next frame (so they land in the same output segment) and give that frame its
-intrinsics. A frame that cannot be decoded keeps its ``error`` instead of pixels (the node logs and
-skips such frames; replay copies the original message and writes no outputs for it).
+(``index``): the numbering is what ``--resume`` counts. CameraInfo and ``/tf_static`` messages
+ride along with the next frame (so they land in the same output segment): a frame gets the
+camera model of its camera's latest valid CameraInfo (K, D, distortion model, binning, ROI) and a
+snapshot of the static TF tree so far. A frame that cannot be decoded keeps its ``error``
+instead of pixels (the node logs and skips such frames; replay copies the original message and
+writes no outputs for it).
 """
 from __future__ import annotations
 
+import logging
 import queue
 import threading
 from dataclasses import dataclass, field
 
 import numpy as np
 
+from ..pipeline.camera import CameraModel, CameraModelError
 from ..pipeline.image_msgs import ImageDecodeError, decode_image
-from .bags import (CAMERA_INFO_TYPE, camera_info_topic, image_connections, output_typestore,
-                   ros2_converter)
+from ..pipeline.transforms import TransformError, TransformTree
+from .bags import (CAMERA_INFO_TYPE, TF_MESSAGE_TYPE, TF_STATIC_TOPIC, camera_info_topic,
+                   image_connections, output_typestore, ros2_converter)
 
+log = logging.getLogger(__name__)
 END = None  # sentinel on the queue
-
-
-@dataclass
-class CameraInfo:
-    k: list[float]
-    size: tuple[int, int]  # (width, height) of the calibration
 
 
 @dataclass
@@ -38,9 +38,21 @@ class Frame:
     frame_id: str
     rgb: np.ndarray | None = None  # RGB uint8 [H, W, 3]
     error: str | None = None
-    camera: CameraInfo | None = None
+    camera: CameraModel | None = None  # from the latest valid CameraInfo of its camera
+    camera_error: str | None = None    # why the latest CameraInfo is not usable
+    transforms: TransformTree | None = None  # /tf_static so far (shared, read-only)
     extra: list[tuple[str, str, int, bytes]] = field(default_factory=list)
-    # CameraInfo messages read since the previous frame: (topic, msgtype, timestamp, CDR)
+    # CameraInfo and /tf_static messages read since the previous frame: (topic, msgtype,
+    # timestamp, CDR)
+    next_id: int = 0                   # the camera's next tracker id after this frame (replay)
+
+
+def camera_model(msg) -> tuple[CameraModel | None, str | None]:
+    """(model, None) of a CameraInfo message, or (None, why it is not usable)."""
+    try:
+        return CameraModel.from_msg(msg), None
+    except CameraModelError as exc:
+        return None, str(exc)
 
 
 class FrameReader:
@@ -61,6 +73,8 @@ class FrameReader:
         info_topics = {camera_info_topic(t) for t in self.topics}
         self.infos = [c for c in reader.connections
                       if c.topic in info_topics and c.msgtype == CAMERA_INFO_TYPE]
+        self.statics = [c for c in reader.connections
+                        if c.topic == TF_STATIC_TOPIC and c.msgtype == TF_MESSAGE_TYPE]
         self.total = sum(c.msgcount for conns in self.images.values() for c in conns)
         if limit is not None:
             self.total = min(self.total, limit)
@@ -72,8 +86,9 @@ class FrameReader:
 
     # -- producer --------------------------------------------------------------------------------
     def _frames(self):
-        conns = [c for cs in self.images.values() for c in cs] + self.infos
-        cameras: dict[str, CameraInfo] = {}
+        conns = [c for cs in self.images.values() for c in cs] + self.infos + self.statics
+        cameras: dict[str, tuple[CameraModel | None, str | None]] = {}
+        self._tree = TransformTree()
         converters: dict[str, object] = {}
         pending: list = []
         held: list = []  # frames waiting for the CameraInfo of their own bag time
@@ -86,11 +101,13 @@ class FrameReader:
                 yield from self._emit(held, cameras)
             if conn.msgtype not in converters:
                 converters[conn.msgtype] = ros2_converter(self.reader, conn.msgtype)
-            if conn.msgtype == CAMERA_INFO_TYPE:
+            if conn.msgtype in (CAMERA_INFO_TYPE, TF_MESSAGE_TYPE):
                 cdr = converters[conn.msgtype](raw)
                 msg = store.deserialize_cdr(cdr, conn.msgtype)
-                cameras[conn.topic] = CameraInfo([float(v) for v in msg.k],
-                                                 (int(msg.width), int(msg.height)))
+                if conn.msgtype == CAMERA_INFO_TYPE:
+                    cameras[conn.topic] = camera_model(msg)
+                else:
+                    self._add_transforms(msg)
                 if not self.copy_camera_info:
                     continue
                 item = (conn.topic, conn.msgtype, timestamp, cdr)
@@ -119,10 +136,23 @@ class FrameReader:
         if pending and (self.limit is None or index < self.limit):  # CameraInfo after the end
             yield Frame(-1, "", "", 0, b"", (0, 0), "", error="trailer", extra=pending)
 
+    def _add_transforms(self, msg) -> None:
+        """A /tf_static message into a new tree (frames already emitted keep their snapshot)."""
+        tree = self._tree.copy()
+        try:
+            tree.add_message(msg)
+        except TransformError as exc:
+            log.warning("%s: transform skipped: %s", TF_STATIC_TOPIC, exc)
+            return
+        self._tree = tree
+
     def _emit(self, held: list, cameras: dict):
-        """Give held frames the latest CameraInfo (same bag time included) and decode them."""
+        """Give held frames the latest CameraInfo and static TF (same bag time included) and
+        decode them."""
         for frame, msg in held:
-            frame.camera = cameras.get(camera_info_topic(frame.topic))
+            frame.camera, frame.camera_error = cameras.get(camera_info_topic(frame.topic),
+                                                           (None, None))
+            frame.transforms = self._tree
             if self.decode:
                 try:
                     frame.rgb = decode_image(msg)
