@@ -81,8 +81,8 @@ def test_unusable_or_tampered_entries_are_rebuilt(tmp_path):
     data, built = cache.get_or_build(KEY, onnx_path, build, accept=lambda d: False)
     assert (data, built) == (b"engine #2", True)
     assert cache.load(KEY, onnx_path) == b"engine #2"
-    # a sidecar naming another key (hash collision of the file name, manual copy): not used
-    sidecar = cache.path(KEY, onnx_path).with_suffix(".json")
+    # a key file naming another key (hash collision of the file name, manual copy): not used
+    sidecar = cache.path(KEY, onnx_path).with_name(cache.path(KEY, onnx_path).name + ".key")
     meta = json.loads(sidecar.read_text())
     meta["key"]["gpu_name"] = "other"
     sidecar.write_text(json.dumps(meta))
