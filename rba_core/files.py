@@ -81,8 +81,9 @@ def file_sha256(path: str | Path) -> str:
 
 
 @contextlib.contextmanager
-def file_lock(path: str | Path) -> Iterator[None]:
-    """Hold an exclusive inter-process lock on the file ``path`` for the block.
+def file_lock(path: str | Path) -> Iterator[bool]:
+    """Hold an exclusive inter-process lock on the file ``path`` for the block (yields True;
+    False where there is no ``fcntl``, see the module docstring).
 
     The file is created, and removed on release (so no lock files pile up): a waiter that gets
     the lock of a file meanwhile removed retries on the new one. Released by the kernel when the
@@ -90,7 +91,7 @@ def file_lock(path: str | Path) -> Iterator[None]:
     """
     path = Path(path)
     if fcntl is None:
-        yield
+        yield False
         return
     path.parent.mkdir(parents=True, exist_ok=True)
     waited = False
@@ -117,7 +118,7 @@ def file_lock(path: str | Path) -> Iterator[None]:
             raise
         os.close(fd)  # the previous holder removed this file: lock the new one
     try:
-        yield
+        yield True
     finally:
         path.unlink(missing_ok=True)  # still held: a waiter on this file will retry
         os.close(fd)
@@ -134,20 +135,27 @@ def disk_full_reason(exc: BaseException) -> str | None:
     return None
 
 
-def write_error(exc: BaseException, path: str | Path, hint: str = "") -> WriteError:
+def write_error(exc: BaseException, path: str | Path | None, hint: str = "") -> WriteError:
     """One line: what could not be written, where, and why (``hint``: what to do next)."""
     reason = disk_full_reason(exc)
     if reason is None:
         reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
     detail = getattr(exc, "filename", None)
+    if path is None:
+        path, detail = detail or "an output", None
     where = f" ({detail})" if detail and str(detail) != str(path) else ""
     return WriteError(f"writing {path} failed: {reason}{where}{hint}")
 
 
 @contextlib.contextmanager
 def writing(path: str | Path, hint: str = "") -> Iterator[None]:
-    """Turn an OSError raised while writing ``path`` into a ``WriteError`` line naming it."""
+    """Turn an OSError (or SQLite's "disk is full") raised while writing ``path`` into a
+    ``WriteError`` line naming it."""
     try:
         yield
-    except OSError as exc:
+    except WriteError:
+        raise
+    except Exception as exc:
+        if not (isinstance(exc, OSError) or disk_full_reason(exc)):
+            raise
         raise write_error(exc, path, hint) from exc

@@ -116,7 +116,7 @@ class CacheEntry:
                 return self.path, False
             reason, rejected = "its loader rejected it", digest
         try:
-            with file_lock(self.lock_path):
+            with file_lock(self.lock_path) as locked:
                 again, digest = self.check()  # another process may have built it meanwhile
                 if again is None and digest != rejected:
                     if accept is None or accept(self.path):
@@ -128,7 +128,7 @@ class CacheEntry:
                     log.info("building %s (once)", self.path)
                 else:
                     log.warning("cached %s is unusable (%s): rebuilding it", self.path, reason)
-                self._build(build, validate)
+                self._build(build, validate, locked)
         except OSError as exc:  # a read-only or full cache folder: one line, not a traceback
             if isinstance(exc, PermissionError) or disk_full_reason(exc):
                 raise write_error(exc, self.path, "; set RBA_CACHE_DIR to a writable folder "
@@ -136,13 +136,14 @@ class CacheEntry:
             raise
         return self.path, True
 
-    def _build(self, build: Callable[[Path], None], validate) -> None:
+    def _build(self, build: Callable[[Path], None], validate, locked: bool) -> None:
         """Build in a temporary folder, validate, publish the files, then the key file."""
         folder = self.path.parent
         folder.mkdir(parents=True, exist_ok=True)
         prefix = f".{self.path.name}."
-        for stale in glob.glob(glob.escape(str(folder / prefix)) + "*.tmp"):  # killed builds
-            shutil.rmtree(stale, ignore_errors=True)
+        if locked:  # only killed builds of this entry can have left a folder
+            for stale in glob.glob(glob.escape(str(folder / prefix)) + "*.tmp"):
+                shutil.rmtree(stale, ignore_errors=True)
         with tempfile.TemporaryDirectory(prefix=prefix, suffix=".tmp", dir=folder) as tmp:
             out = Path(tmp) / self.path.name
             build(out)
