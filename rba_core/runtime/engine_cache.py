@@ -65,6 +65,7 @@ class CacheEntry:
         self.lock_path = self.path.with_name(self.path.name + LOCK_SUFFIX)
 
     def _record(self) -> dict | None:
+        """The key file's content (None: no key file; {}: unreadable)."""
         try:
             record = json.loads(self.key_path.read_text())
             return record if isinstance(record, dict) else {}
@@ -73,14 +74,23 @@ class CacheEntry:
         except (OSError, ValueError):
             return {}
 
+    @staticmethod
+    def _files(record: dict | None) -> dict[str, dict]:
+        """The key file's {file name: {size, sha256}} (plain names in the entry's folder)."""
+        files = (record or {}).get("files")
+        if not isinstance(files, dict) or not all(
+                isinstance(v, dict) and "/" not in k and not k.startswith(".")
+                for k, v in files.items()):
+            return {}
+        return files
+
     def check(self) -> tuple[str | None, str | None]:
         """(why the entry is unusable or None, the artefact's recorded sha256)."""
         record = self._record()
         if record is None:
             return ("its key file is missing" if self.path.exists() else "not built yet"), None
-        files, key = record.get("files"), record.get("key")
-        if not isinstance(files, dict) or not isinstance(files.get(self.path.name), dict) \
-                or not isinstance(key, dict):
+        files, key = self._files(record), record.get("key")
+        if self.path.name not in files or not isinstance(key, dict):
             return "its key file is unreadable", None
         if key != self.key:
             changed = sorted(k for k in set(key) | set(self.key) if key.get(k) != self.key.get(k))
@@ -96,7 +106,7 @@ class CacheEntry:
                     None
             if file_sha256(path) != want.get("sha256"):
                 return f"{name} is corrupted (sha256 differs from the key file's)", None
-        return None, files[self.path.name]["sha256"]
+        return None, files[self.path.name].get("sha256")
 
     def get_or_build(self, build: Callable[[Path], None],
                      validate: Callable[[Path], None] | None = None,
@@ -153,11 +163,10 @@ class CacheEntry:
                 validate(out)
             files = {p.name: {"size": p.stat().st_size, "sha256": file_sha256(p)}
                      for p in sorted(Path(tmp).iterdir()) if p.is_file()}
-            old = (self._record() or {}).get("files")
+            old = self._files(self._record())
             self.key_path.unlink(missing_ok=True)  # the entry is invalid until its new key lands
-            for name in old if isinstance(old, dict) else ():
-                if name not in files and "/" not in name and name != self.key_path.name:
-                    (folder / name).unlink(missing_ok=True)
+            for name in set(old) - set(files) - {self.key_path.name}:
+                (folder / name).unlink(missing_ok=True)
             for name in files:
                 publish(Path(tmp) / name, folder / name)
         record = {"key": self.key, "files": files, **self.info}
@@ -166,10 +175,8 @@ class CacheEntry:
 
     def remove(self) -> None:
         """Delete the artefact, its other files and its key file."""
-        files = (self._record() or {}).get("files")
-        for name in {self.path.name, *(files if isinstance(files, dict) else ())}:
-            if "/" not in name:
-                (self.path.parent / name).unlink(missing_ok=True)
+        for name in {self.path.name, *self._files(self._record())} - {self.key_path.name}:
+            (self.path.parent / name).unlink(missing_ok=True)
         self.key_path.unlink(missing_ok=True)
 
 
