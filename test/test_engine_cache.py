@@ -81,8 +81,8 @@ def test_unusable_or_tampered_entries_are_rebuilt(tmp_path):
     data, built = cache.get_or_build(KEY, onnx_path, build, accept=lambda d: False)
     assert (data, built) == (b"engine #2", True)
     assert cache.load(KEY, onnx_path) == b"engine #2"
-    # a sidecar naming another key (hash collision of the file name, manual copy): not used
-    sidecar = cache.path(KEY, onnx_path).with_suffix(".json")
+    # a key file naming another key (hash collision of the file name, manual copy): not used
+    sidecar = cache.path(KEY, onnx_path).with_name(cache.path(KEY, onnx_path).name + ".key")
     meta = json.loads(sidecar.read_text())
     meta["key"]["gpu_name"] = "other"
     sidecar.write_text(json.dumps(meta))
@@ -90,6 +90,83 @@ def test_unusable_or_tampered_entries_are_rebuilt(tmp_path):
     sidecar.write_text("{not json")
     assert cache.load(KEY, onnx_path) is None
     assert cache.get_or_build(KEY, onnx_path, build) == (b"engine #3", True)
+
+
+def test_truncated_or_orphaned_engines_are_rebuilt(tmp_path, caplog):
+    """The key file records the engine's size and sha256: damage is caught before deserializing."""
+    cache, build = EngineCache(tmp_path), Builder()
+    onnx_path = tmp_path / "model.onnx"
+    engine = cache.path(KEY, onnx_path)
+    key_file = engine.with_name(engine.name + ".key")
+    cache.get_or_build(KEY, onnx_path, build)
+    seen = []
+    damages = [lambda: engine.write_bytes(b"engine"),        # truncated
+               lambda: engine.write_bytes(b"engine #X"),     # same size, other bytes
+               lambda: key_file.unlink(),                    # engine without its key file
+               lambda: engine.unlink()]                      # key file without its engine
+    for n, damage in enumerate(damages, start=2):
+        damage()
+        with caplog.at_level("WARNING"):
+            data, built = cache.get_or_build(KEY, onnx_path, build, accept=seen.append)
+        assert (data, built) == (f"engine #{n}".encode(), True)
+        assert "rebuilding" in caplog.text
+        caplog.clear()
+    assert seen == []  # no damaged engine ever reached the deserializer
+    assert sorted(p.name for p in tmp_path.iterdir()) == [engine.name, key_file.name]
+
+
+# One process of the race: a fake engine build (slow enough to overlap), counted in BUILDS.
+RACER = """
+import logging, os, sys, time
+from pathlib import Path
+logging.basicConfig(level=logging.INFO)
+from rba_core.runtime.engine_cache import EngineCache, EngineKey
+cache_dir, builds, ready, go = sys.argv[1:5]
+def build():
+    with open(builds, "a") as f:
+        f.write(f"{os.getpid()}\\n")
+    time.sleep(1.0)
+    return f"engine of {os.getpid()}".encode()
+key = EngineKey("ab" * 32, "10.3.0", "NVIDIA Orin", "8.7", "fp16")
+Path(ready).touch()
+while not Path(go).exists():
+    time.sleep(0.005)
+data, built = EngineCache(cache_dir).get_or_build(key, "/models/m.onnx", build)
+print("RESULT", data.decode(), built)
+"""
+
+
+def test_processes_building_the_same_engine_build_it_once(tmp_path):
+    from proc_util import race
+
+    builds = tmp_path / "builds.txt"
+    runs = race(RACER, [str(tmp_path / "engines"), str(builds)], tmp_path, n=3)
+    assert [r.returncode for r in runs] == [0, 0, 0], [r.stdout for r in runs]
+    builder = builds.read_text().split()
+    assert len(builder) == 1
+    results = [r.stdout.split("RESULT ", 1)[1].split() for r in runs]
+    assert sorted(built for *_, built in results) == ["False", "False", "True"]
+    assert {" ".join(data) for *data, _ in results} == {f"engine of {builder[0]}"}
+    assert sorted(p.name for p in (tmp_path / "engines").iterdir()) == [
+        f"m-{KEY.digest()}.engine", f"m-{KEY.digest()}.engine.key"]
+
+
+def test_without_a_file_lock_concurrent_builds_stay_whole(tmp_path):
+    """Where fcntl is missing (Windows) every process may build, but none fails or gets a
+    partial engine, and the entry left behind is used or rebuilt, never half-read."""
+    from proc_util import race
+
+    script = "import rba_core.files as F; F.fcntl = None\n" + RACER
+    runs = race(script, [str(tmp_path / "engines"), str(tmp_path / "builds.txt")], tmp_path, 3)
+    assert [r.returncode for r in runs] == [0, 0, 0], [r.stdout for r in runs]
+    builders = (tmp_path / "builds.txt").read_text().split()
+    for run in runs:
+        data, _ = run.stdout.split("RESULT ", 1)[1].rsplit(" ", 1)
+        assert data.removeprefix("engine of ") in builders
+    data, _ = EngineCache(tmp_path / "engines").get_or_build(KEY, "/models/m.onnx", Builder())
+    assert data.decode().removeprefix("engine of ") in builders or data == b"engine #1"
+    assert sorted(p.name for p in (tmp_path / "engines").iterdir()) == [
+        f"m-{KEY.digest()}.engine", f"m-{KEY.digest()}.engine.key"]
 
 
 def test_failed_build_leaves_no_entry(tmp_path):

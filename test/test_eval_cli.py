@@ -78,9 +78,10 @@ def test_eval_road_anomaly_matches_sklearn(data_dir, model_file, tmp_path):
     assert any(f.startswith("panels/best_1_") for f in report["files"])
 
 
-def test_eval_smiyc_protocol_on_official_layout(data_dir, model_file, tmp_path):
+def smiyc_layout(data_dir, tmp_path):
+    """2 real fs_static frames, downscaled, in the official SMIYC layout and names."""
     src = require(data_dir / "anomaly" / "fs_static")
-    root = tmp_path / "dataset_AnomalyTrack"  # 2 real frames, downscaled, official names
+    root = tmp_path / "dataset_AnomalyTrack"
     for i in (0, 1):
         image = cv2.resize(cv2.imread(str(src / "images" / f"{i}.jpg")), (384, 192))
         label = cv2.resize(cv2.imread(str(src / "labels_masks" / f"{i}.png"), cv2.IMREAD_UNCHANGED),
@@ -90,6 +91,11 @@ def test_eval_smiyc_protocol_on_official_layout(data_dir, model_file, tmp_path):
         assert cv2.imwrite(str(root / "images" / f"validation{i:04d}.webp"), image)
         assert cv2.imwrite(str(root / "labels_masks" / f"validation{i:04d}_labels_semantic.png"),
                            label)
+    return root
+
+
+def test_eval_smiyc_protocol_on_official_layout(data_dir, model_file, tmp_path):
+    root = smiyc_layout(data_dir, tmp_path)
     out = tmp_path / "eval"
     assert main(["eval", "--model", str(model_file), "--dataset", "smiyc_anomaly", "--root",
                  str(root), "--scores", "msp", "--out", str(out)]) == 0

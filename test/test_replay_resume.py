@@ -97,17 +97,18 @@ def test_interrupt_kill_and_resume(data_dir, tmp_path):
     assert not (out / ".partial").exists()
 
 
+def write_frames(bag: SegmentedBagWriter, first: int, n: int) -> None:
+    """Frames ``first`` .. ``first + n - 1``: one mono8 image each, stamped and filled with i."""
+    store = output_typestore()
+    for i in range(first, first + n):
+        msg = image_msg(header((i, 0), "c"), np.full((2, 3), i, np.uint8), "mono8")
+        bag.write("/c/image_raw", i, serialize(store, "sensor_msgs/msg/Image", msg))
+        bag.frame_done()
+
+
 def test_segmented_writer_keeps_only_closed_segments(tmp_path):
     """What a killed writer leaves (an open segment, a moved but unlisted file) is dropped."""
-    store = output_typestore()
     out = tmp_path / "out"
-
-    def write_frames(bag, first, n):
-        for i in range(first, first + n):
-            msg = image_msg(header((i, 0), "c"), np.full((2, 3), i, np.uint8), "mono8")
-            bag.write("/c/image_raw", i, serialize(store, "sensor_msgs/msg/Image", msg))
-            bag.frame_done()
-
     bag = SegmentedBagWriter(out, "sqlite3", segment_frames=2)
     bag.add_topic("/c/image_raw", "sensor_msgs/msg/Image")
     write_frames(bag, 0, 5)  # segments [0, 1], [2, 3] closed; frame 4 still open: "killed"

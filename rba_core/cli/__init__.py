@@ -7,6 +7,7 @@ import logging
 import sys
 
 from ..errors import RbaError
+from ..files import disk_full_reason, write_error
 
 # subcommand -> module (each defines ``add_parser(subparsers)`` and ``run(args) -> int``)
 COMMANDS = {
@@ -47,3 +48,8 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"rba {args.command}: interrupted", file=sys.stderr)
         return 130
+    except OSError as exc:  # a full disk where no writer named its file: still one line
+        if disk_full_reason(exc) is None:
+            raise
+        print(f"rba {args.command}: error: {write_error(exc, None)}", file=sys.stderr)
+        return 2

@@ -17,6 +17,7 @@ import numpy as np
 from tqdm import tqdm
 
 from ..errors import RbaError
+from ..files import WriteError, writing
 from ..metrics import ComponentMetrics, ConfusionMatrix, PaperMetrics, SmiycPixelMetrics
 
 POOLED = "pooled"
@@ -57,10 +58,25 @@ class StreamingEvaluator:
             except ValueError as exc:
                 raise EvalError(f"{where}: {exc}" if where else str(exc)) from None
             if self.cache is not None:
-                np.save(self.cache / f"{self.frames}_{self.keys.index(key)}.npy", pred)
+                self._cache(f"{self.frames}_{self.keys.index(key)}.npy", pred)
         if self.cache is not None:
-            np.save(self.cache / f"{self.frames}_label.npy", label)
+            self._cache(f"{self.frames}_label.npy", label)
         self.frames += 1
+
+    def _cache(self, name: str, array: np.ndarray) -> None:
+        path = self.cache / name
+        try:
+            with writing(path, " (the SMIYC map cache; the evaluation stopped)"):
+                np.save(path, array)
+        except WriteError:
+            self.close()  # a full disk must not stay full of maps
+            raise
+
+    def close(self) -> None:
+        """Remove the map cache (``results`` does; call it when stopping early)."""
+        if self.cache is not None:
+            shutil.rmtree(self.cache, ignore_errors=True)
+            self.cache = None
 
     def _components(self, key: Hashable, threshold: float) -> dict:
         comp, k = ComponentMetrics(self.track), self.keys.index(key)
@@ -82,8 +98,7 @@ class StreamingEvaluator:
                         res["best_f1_threshold"]):
                     res.update(self._components(key, res["best_f1_threshold"]))
         finally:
-            if self.cache is not None:
-                shutil.rmtree(self.cache, ignore_errors=True)
+            self.close()
         return out
 
     def curves(self) -> dict:

@@ -12,6 +12,8 @@ from pathlib import Path
 
 import numpy as np
 
+from ..files import atomic_path, writing
+
 try:
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.colors import ListedColormap
@@ -24,9 +26,10 @@ GT_CMAP = ListedColormap and ListedColormap([(0.05, 0.05, 0.05), (1.0, 1.0, 1.0)
 
 
 def _save(fig: Figure, path: Path) -> None:
+    """Atomically (a full disk leaves no truncated PNG; one line names it)."""
     FigureCanvasAgg(fig)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=100)
+    with writing(path), atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=100, format=path.suffix[1:])
 
 
 def _pct(v) -> str:

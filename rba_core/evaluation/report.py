@@ -13,6 +13,8 @@ from pathlib import Path
 
 import numpy as np
 
+from ..files import atomic_write, writing
+
 COLUMNS = {
     "paper": [("AUROC", "auroc"), ("AP", "ap"), ("FPR95", "fpr95")],
     "smiyc": [("AP", "ap"), ("FPR95", "fpr95"), ("AUROC", "auroc"), ("best F1", "best_f1"),
@@ -109,6 +111,8 @@ def write_report(out: str | Path, report: dict, text: str, files: list[str] = ()
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     report["files"] = [*files, "results.json", "results.md"]
-    (out / "results.json").write_text(json.dumps(json_safe(report), indent=1, allow_nan=False))
-    (out / "results.md").write_text(text)
+    for name, data in (("results.json", json.dumps(json_safe(report), indent=1, allow_nan=False)),
+                       ("results.md", text)):
+        with writing(out / name):  # atomic: a full disk leaves the old file or none
+            atomic_write(out / name, data.encode())
     return report

@@ -158,15 +158,19 @@ def run_eval(cfg: EvalConfig, argv: list[str] | None = None) -> dict:
                                    workdir=out)
     picker, per_image = PanelPicker(cfg.panels), []
     start = time.perf_counter()
-    for sample in tqdm(dataset, desc=f"eval {dataset.name}", unit="img"):
-        outputs = predictor(sample.image)
-        evaluator.add(sample.label, {k: outputs[k].class_ids if closed else
-                                     outputs[k[0]].scores[k[1]] for k in keys}, sample.name)
-        if not closed:
-            primary = outputs[modes[0]].scores[cfg.scores[0]]
-            ap = frame_average_precision(primary, sample.label)
-            per_image.append({"name": sample.name, "ap": ap})
-            picker.add(ap, sample, primary)
+    try:
+        for sample in tqdm(dataset, desc=f"eval {dataset.name}", unit="img"):
+            outputs = predictor(sample.image)
+            evaluator.add(sample.label, {k: outputs[k].class_ids if closed else
+                                         outputs[k[0]].scores[k[1]] for k in keys}, sample.name)
+            if not closed:
+                primary = outputs[modes[0]].scores[cfg.scores[0]]
+                ap = frame_average_precision(primary, sample.label)
+                per_image.append({"name": sample.name, "ap": ap})
+                picker.add(ap, sample, primary)
+    except BaseException:
+        evaluator.close()  # no map cache left in --out (a full disk, Ctrl-C, a bad label)
+        raise
     report = {
         "command": "rba " + " ".join(argv) if argv else None,
         "model": cfg.model, "model_name": backend.info.config.get("name"),

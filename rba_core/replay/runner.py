@@ -30,6 +30,8 @@ from typing import Literal
 from tqdm import tqdm
 
 from ..dataconf import ConfigError, check, check_fields, load_yaml, nest
+from ..errors import RbaError
+from ..files import WriteError, disk_full_reason, write_error
 from ..pipeline.config import PipelineConfig
 from ..pipeline.frames import infer_frames
 from ..pipeline.messages import (CAMERA_OUTPUTS, LABELS_TOPIC, OUTPUT_TOPICS, FrameData,
@@ -341,6 +343,23 @@ def run_replay(cfg: ReplayConfig, perception: Perception) -> dict:
         reader.close()
 
 
+def _write_failed(out: str, error: BaseException) -> RbaError:
+    """One line for a failed output write (a full disk: which file, and how to continue)."""
+    if isinstance(error, RbaError) and not isinstance(error, WriteError):
+        return error
+    try:
+        done = (read_state(Path(out)) or {}).get("frames_done", 0)  # what really is on the disk
+    except (OSError, ValueError, KeyError, TypeError):
+        done = 0
+    hint = (f"; {out} keeps the first {done} frame(s): free space, then continue with "
+            f"--resume")
+    if isinstance(error, WriteError):
+        return WriteError(f"{error}{hint}")
+    if isinstance(error, OSError) or disk_full_reason(error):
+        return write_error(error, out, hint)
+    return BagError(f"writing {out} failed: {error}")
+
+
 def _run(cfg, perception, encoder, source, bag, start) -> dict:
     bar = tqdm(total=source.total, initial=start, unit="frame", desc="replay",
                disable=not cfg.progress, dynamic_ncols=True)
@@ -381,7 +400,7 @@ def _run(cfg, perception, encoder, source, bag, start) -> dict:
             pool.shutdown(wait=True)
             bar.close()
             if writer.error is not None:
-                raise BagError(f"writing {cfg.out} failed: {writer.error}") from writer.error
+                raise _write_failed(cfg.out, writer.error) from writer.error
     wall = time.perf_counter() - t0
     summary = {"out": cfg.out, "frames": writer.frames, "frames_total": bag.frames_done,
                "complete": complete, "interrupted": interrupted, "resumed_from": start,

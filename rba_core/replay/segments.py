@@ -7,12 +7,15 @@ output folder is a normal *split* rosbag2 bag (``NAME_0.mcap``, ``NAME_1.mcap``,
 rosbags, moved next to the others, and only then listed in ``metadata.yaml``, which is replaced
 atomically. At any moment the folder is a valid bag of every closed segment; a SIGKILL loses at
 most the open segment (``segment_frames`` / ``segment_seconds`` bound it), and Ctrl-C / SIGTERM
-close it properly. ``metadata.yaml``'s ``custom_data['rba_replay']`` (JSON) records how many
-input frames the closed segments hold, which is where ``--resume`` restarts.
+close it properly. A write error (a full disk) drops the open segment the same way and is
+raised as one ``WriteError`` line naming the file. ``metadata.yaml``'s
+``custom_data['rba_replay']`` (JSON) records how many input frames the closed segments hold,
+which is where ``--resume`` restarts.
 """
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shutil
 import time
@@ -20,8 +23,10 @@ from pathlib import Path
 
 import yaml
 
-from ..files import atomic_path, fsync
+from ..files import atomic_path, fsync, writing
 from .bags import BagError, output_typestore, storage_plugin, storage_suffix
+
+log = logging.getLogger(__name__)
 
 STATE_KEY = "rba_replay"
 PARTIAL = ".partial"
@@ -138,6 +143,10 @@ class SegmentedBagWriter:
         n = len(self.info["relative_file_paths"]) if self.info else 0
         return f"{self.path.name}_{n}"
 
+    def _segment_file(self, folder: Path) -> Path:
+        """The storage file rosbags writes for a segment folder."""
+        return folder / f"{folder.name}{storage_suffix(self.storage)}"
+
     def _connect(self, topic: str) -> None:
         msgtype, qos = self.topics[topic]
         self._conns[topic] = self._writer.add_connection(
@@ -146,10 +155,11 @@ class SegmentedBagWriter:
     def _open(self) -> None:
         from rosbags.rosbag2 import Writer
 
-        (self.path / PARTIAL).mkdir(exist_ok=True)
-        self._writer = Writer(self.path / PARTIAL / self._segment_name(), version=9,
-                              storage_plugin=self.plugin)
-        self._writer.open()
+        folder = self.path / PARTIAL / self._segment_name()
+        with writing(self._segment_file(folder)):
+            (self.path / PARTIAL).mkdir(exist_ok=True)
+            self._writer = Writer(folder, version=9, storage_plugin=self.plugin)
+            self._writer.open()
         self._conns = {}
         for topic in self.topics:
             self._connect(topic)
@@ -160,7 +170,8 @@ class SegmentedBagWriter:
     def write(self, topic: str, timestamp: int, data) -> None:
         if self._writer is None:
             self._open()
-        self._writer.write(self._conns[topic], int(timestamp), data)
+        with writing(self._segment_file(self._writer.path)):
+            self._writer.write(self._conns[topic], int(timestamp), data)
         self._messages_in_segment += 1
 
     def frame_done(self, frames: int = 1) -> None:
@@ -174,21 +185,23 @@ class SegmentedBagWriter:
 
     def flush(self) -> None:
         """Close the open segment (if any) and list it in metadata.yaml."""
-        writer, self._writer = self._writer, None
+        writer = self._writer
         if writer is None:
             return
         if not self._messages_in_segment:
+            self._writer = None
             writer.abort()
             shutil.rmtree(writer.path, ignore_errors=True)
             return
-        self.state["frames_done"] += self._frames_in_segment
-        self._frames_in_segment = 0
-        writer.close()
-        name = writer.path.name
-        seg_file = writer.path / f"{name}{storage_suffix(self.storage)}"
-        fsync(seg_file)
+        seg_file = self._segment_file(writer.path)
         dst = self.path / seg_file.name
-        os.replace(seg_file, dst)
+        with writing(seg_file):
+            writer.close()
+            fsync(seg_file)
+            os.replace(seg_file, dst)
+        self._writer = None
+        frames, self._frames_in_segment = self._frames_in_segment, 0
+        self.state["frames_done"] += frames
         self._merge(_segment_info(writer), dst.name)
         shutil.rmtree(writer.path, ignore_errors=True)
 
@@ -235,15 +248,21 @@ class SegmentedBagWriter:
 
     def _write_metadata(self) -> None:
         self.info["custom_data"] = {STATE_KEY: json.dumps(self.state, sort_keys=True)}
-        with atomic_path(self.path / "metadata.yaml", sync=True) as tmp, tmp.open("w") as f:
+        path = self.path / "metadata.yaml"
+        with writing(path), atomic_path(path, sync=True) as tmp, tmp.open("w") as f:
             # C emitter: it is rewritten after every segment
             yaml.dump({"rosbag2_bagfile_information": self.info}, f, Dumper=_DUMPER,
                       default_flow_style=False, sort_keys=False)
 
     def abort(self) -> None:
-        """Drop the open segment (after an error): the closed ones stay a valid bag."""
+        """Drop the open segment (after an error): the closed ones stay a valid bag. Never
+        raises (closing a file on a full disk fails again)."""
         writer, self._writer = self._writer, None
         if writer is not None:
-            writer.abort()
+            try:
+                writer.abort()
+            except Exception as exc:  # noqa: BLE001  (the first error is the one reported)
+                log.debug("aborting %s: %s", writer.path, exc)
         self._frames_in_segment = 0
+        self._messages_in_segment = 0
         shutil.rmtree(self.path / PARTIAL, ignore_errors=True)

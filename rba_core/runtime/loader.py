@@ -13,7 +13,7 @@ from ..files import file_sha256
 from ..model import Mask2Former, ModelConfig, build_model
 from ..scoring import parse_scores
 from .base import Backend, BackendError
-from .engine_cache import cache_root
+from .engine_cache import CacheEntry, cache_root
 
 if TYPE_CHECKING:
     from .onnx_export import ExportSpec
@@ -62,28 +62,37 @@ def export_onnx(*args, **kwargs):  # the exporter loads on first use
     return export(*args, **kwargs)
 
 
-def _onnx_cache_path(model_path: str, spec: ExportSpec, cache_dir: str | Path | None) -> Path:
+def _onnx_cache_path(model_path: str, sha256: str, spec: ExportSpec,
+                     cache_dir: str | Path | None) -> Path:
     """Where the export of one of our checkpoints at ``spec`` is cached (keyed by its sha256)."""
     root = (Path(cache_dir) if cache_dir else cache_root()) / "onnx"
-    name = (f"{Path(model_path).stem}-{file_sha256(model_path)[:16]}-{spec.height}x{spec.width}"
+    name = (f"{Path(model_path).stem}-{sha256[:16]}-{spec.height}x{spec.width}"
             f"-b{spec.batch}-{spec.mode}-{'+'.join(spec.scores)}.onnx")
     return root / name
 
 
 def _export_for(spec_path: str, spec: ExportSpec, cache_dir, tmp: Path) -> Path:
-    """The ONNX graph of a .safetensors model / preset at ``spec``: cached export, or a new one."""
+    """The ONNX graph of a .safetensors model / preset at ``spec``: cached export, or a new one
+    (built under the cache entry's lock, checked, published atomically: see ``CacheEntry``)."""
+    from dataclasses import asdict
+
+    from .onnx_export import FORMAT, check_onnx
+
+    def export(path: Path) -> None:
+        log.info("exporting %s to %s (once per model and input size)", spec_path, path)
+        export_onnx(load_torch_model(spec_path), path, spec, source=Path(spec_path).name,
+                    source_sha256=sha)
+
     if spec_path.startswith(PRESET_PREFIX):  # random weights: never cached
-        path = tmp / f"{spec_path[len(PRESET_PREFIX):]}.onnx"
-    else:
-        path = _onnx_cache_path(spec_path, spec, cache_dir)
-        if path.is_file():
-            log.info("using cached export %s", path)
-            return path
-    log.info("exporting %s to %s (once per model and input size)", spec_path, path)
-    sha = "" if spec_path.startswith(PRESET_PREFIX) else file_sha256(spec_path)
-    export_onnx(load_torch_model(spec_path), path, spec, source=Path(spec_path).name,
-                source_sha256=sha)
-    return path
+        path, sha = tmp / f"{spec_path[len(PRESET_PREFIX):]}.onnx", ""
+        export(path)
+        return path
+    sha = file_sha256(spec_path)
+    key = {"format": FORMAT, "source_sha256": sha, "source_size": Path(spec_path).stat().st_size,
+           "spec": asdict(spec)}
+    entry = CacheEntry(_onnx_cache_path(spec_path, sha, spec, cache_dir), key,
+                       {"source": str(Path(spec_path).resolve())})
+    return entry.get_or_build(export, validate=check_onnx)[0]
 
 
 def _int8_for(onnx_path: Path, cache_dir, tmp: Path) -> Path:

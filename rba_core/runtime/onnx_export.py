@@ -165,6 +165,16 @@ def load_onnx(path: str | Path, load_weights: bool = True) -> onnx.ModelProto:
                            f"({type(exc).__name__}: {exc})") from None
 
 
+def check_onnx(path: str | Path) -> None:
+    """``onnx.checker`` over a written file (by path: also past protobuf's 2 GB); one line if it
+    fails. The export cache runs it before publishing an export."""
+    try:
+        onnx.checker.check_model(str(path))
+    except Exception as exc:  # ValidationError, DecodeError, a missing external data file
+        raise BackendError(f"{path} fails the ONNX checker ({type(exc).__name__}: "
+                           f"{str(exc).splitlines()[0] if str(exc) else ''})") from None
+
+
 def read_onnx_info(path: str | Path) -> tuple[ModelInfo, dict[str, str]]:
     """(ModelInfo, raw metadata) of an exported graph."""
     model = load_onnx(path, load_weights=False)
