@@ -37,8 +37,9 @@ class NodeConfig:
                                 "preset:NAME (random weights, tests only); empty = the embedded "
                                 "default model")
     backend: Literal["auto", "tensorrt", "onnxruntime", "torch"] = param(
-        "auto", "inference runtime; auto = TensorRT if usable, else ONNX Runtime (with "
-                "input_size or an .onnx model), else torch")
+        "auto", "inference runtime; auto = TensorRT if usable, else ONNX Runtime, else torch; "
+                "without input_size a .safetensors model is exported at each camera's frame "
+                "size, and torch runs that size until its graph is built")
     scores: list[str] = param(["rba", "energy", "max_logit"], "anomaly scores the model "
                               "computes; `score` can switch live between them")
     inference: Literal["exact", "fast"] = param(
@@ -46,9 +47,14 @@ class NodeConfig:
                  "then resized)")
     device: str = param("", "torch device (cpu, cuda, cuda:1); empty = cuda when available")
     fp16: bool = param(False, "half precision (torch autocast on CUDA, TensorRT FP16 engine)")
+    int8: bool = param(False, "int8 QDQ graph (ONNX Runtime, TensorRT int8 engine); an fp32 "
+                              "model is quantized once into the cache, calibrated on the "
+                              "packaged demo frames (your camera's: `rba export --int8 "
+                              "--calibration`)")
     input_size: list[int] = param([], "[height, width] the ONNX / TensorRT graph is exported at "
-                                  "(frames are resized to it and results back); empty = torch at "
-                                  "frame size, or the .onnx graph's size", (MIN_SIDE, None))
+                                  "(frames are resized to it and results back); empty = each "
+                                  "frame size gets its own graph (or the .onnx graph's size)",
+                                  (MIN_SIDE, None))
     batch_size: int = param(1, "fixed batch of an exported graph (cameras batched together)",
                             (1, MAX_BATCH))
     threads: int = param(0, "CPU threads for ONNX Runtime / torch; 0 = runtime default", (0, 256))

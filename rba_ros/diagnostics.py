@@ -2,7 +2,9 @@
 
 Status names start with the node's fully-qualified name (``/robot1/rba_perception: model``), so
 namespaced nodes do not collide. The model status is published from node start: OK with the
-lifecycle state, ERROR with the reason after a failed configure.
+lifecycle state, ERROR with the reason after a failed configure; its values say what runs
+(``backend``, ``precision``, ``input_size``, and while graphs build ``building``: the message then
+says torch runs those sizes meanwhile; WARN when a build failed).
 
 Per camera: input and output rate, inference latency, end-to-end latency (header stamp ->
 outputs published) and node latency (receipt -> published), frames received / processed /
@@ -76,17 +78,23 @@ class Diagnostics:
             message=message, hardware_id=slot.name or "camera",
             values=[KeyValue(key=k, value=v) for k, v in values.items()])
 
-    def model_status(self, state: str, info: dict[str, str], error: str = "") -> DiagnosticStatus:
+    def model_status(self, state: str, info: dict[str, str], error: str = "",
+                     note: str = "") -> DiagnosticStatus:
+        """``info``: what runs (backend, precision, input_size, building, ...); ``note``: e.g.
+        warming up (OK) or a failed engine build (WARN)."""
+        level = (DiagnosticStatus.ERROR if error else DiagnosticStatus.WARN
+                 if info.get("failed") else DiagnosticStatus.OK)
+        message = f"{state}: {error}" if error else f"{state}; {note}" if note else state
         return DiagnosticStatus(
-            level=DiagnosticStatus.ERROR if error else DiagnosticStatus.OK,
-            name=f"{self.node_name}: model", message=f"{state}: {error}" if error else state,
+            level=level, name=f"{self.node_name}: model", message=message,
             hardware_id="rba_perception",
             values=[KeyValue(key=k, value=str(v)) for k, v in {"state": state, **info}.items()])
 
     def message(self, stamp, slots: list[CameraSlot], active: bool, state: str,
-                info: dict[str, str], error: str = "", ground: str = "") -> DiagnosticArray:
+                info: dict[str, str], error: str = "", ground: str = "",
+                note: str = "") -> DiagnosticArray:
         msg = DiagnosticArray()
         msg.header.stamp = stamp
-        msg.status = [self.model_status(state, info, error)] + [
+        msg.status = [self.model_status(state, info, error, note)] + [
             self.camera_status(s, active, ground) for s in slots]
         return msg

@@ -48,6 +48,7 @@ from rba_core.errors import RbaError  # noqa: E402
 from rba_core.pipeline import messages  # noqa: E402
 from rba_core.pipeline.config import PipelineConfig  # noqa: E402
 from rba_core.pipeline.image_msgs import decode_image  # noqa: E402
+from rba_core.runtime.adaptive import backend_status  # noqa: E402
 
 from .bond import NodeBond  # noqa: E402
 from .camera import CameraSlot, Pending  # noqa: E402
@@ -82,6 +83,36 @@ def stamp_ns(stamp) -> int:
     return int(stamp.sec) * 1_000_000_000 + int(stamp.nanosec)
 
 
+class _RosLogHandler(logging.Handler):
+    """rba_core's log records (model loading, exports, engine builds) -> the node's ROS log."""
+
+    def __init__(self, logger):
+        super().__init__(logging.INFO)
+        self.logger = logger
+
+    def emit(self, record: logging.LogRecord) -> None:
+        # one call site per severity: rclpy refuses a call site whose severity changes
+        # ("Logger severity cannot be changed between calls")
+        try:
+            if record.levelno >= logging.ERROR:
+                self.logger.error(record.getMessage())
+            elif record.levelno >= logging.WARNING:
+                self.logger.warning(record.getMessage())
+            else:
+                self.logger.info(record.getMessage())
+        except Exception:  # noqa: BLE001 - a log line must never break inference
+            pass
+
+
+def _bridge_logging(logger) -> None:
+    core = logging.getLogger("rba_core")
+    for old in [h for h in core.handlers if isinstance(h, _RosLogHandler)]:
+        core.removeHandler(old)
+    core.addHandler(_RosLogHandler(logger))
+    core.setLevel(logging.INFO)
+    core.propagate = False
+
+
 def _guarded(transition):
     """Transition callback wrapper: log exceptions (rclpy would swallow them) and fail cleanly."""
     def wrapper(self, state):
@@ -112,6 +143,7 @@ class PerceptionNode(LifecycleNode):
         self.model_error = ""  # why the last configure failed; cleared by a good one
         # /diagnostics from the start (unconfigured, failed configure too), names with namespace
         self.diagnostics = Diagnostics(f"{self.get_namespace().rstrip('/')}/{self.get_name()}")
+        _bridge_logging(self.get_logger())
         self.diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
         self.diag_timer = None
         self._diagnostics_every(self.get_parameter("diagnostics_period").value)
@@ -146,9 +178,14 @@ class PerceptionNode(LifecycleNode):
             self.label_pubs[slot.name] = self.create_lifecycle_publisher(
                 message_type(t), topic(name), labels_qos)
         self._diagnostics_every(cfg.diagnostics_period)
+        run = backend_status(self.perception.backend)
+        size = (f"input size {run['input_size']}" if run["input_size"] != "any" else
+                "input size of each camera's frames" + (
+                    " (torch runs a new size until its graph is built)"
+                    if run["backend"] != "torch" else ""))
         self.get_logger().info(
-            f"configured: {self.model_info['backend']} backend, model {self.model_info['model']}, "
-            f"cameras {', '.join(s.name or '/' for s in self.slots)}")
+            f"configured: {run['backend']} backend ({run['precision']}, {size}), model "
+            f"{self.model_info['model']}, cameras {', '.join(s.name or '/' for s in self.slots)}")
         return SUCCESS
 
     @_guarded
@@ -221,6 +258,8 @@ class PerceptionNode(LifecycleNode):
             for pub in pubs.values():
                 self.destroy_lifecycle_publisher(pub)
         self.pubs, self.label_pubs, self.slots, self.model_info = {}, {}, [], {}
+        if self.perception is not None and hasattr(self.perception.backend, "close"):
+            self.perception.backend.close()  # stops engine builds still queued
         self.perception = None  # frees the backend (torch / ONNX Runtime / TensorRT)
         self.cfg = None
 
@@ -233,22 +272,35 @@ class PerceptionNode(LifecycleNode):
             import torch
             torch.set_num_threads(cfg.threads)
         t0 = time.monotonic()
+        # without input_size: one graph per frame size, torch runs a size while it builds
         backend = load_backend(
             cfg.model_path or None, cfg.backend, cfg.scores, cfg.inference, cfg.device or None,
             cfg.fp16, input_size=tuple(cfg.input_size) if cfg.input_size else None,
             batch_size=cfg.batch_size, threads=cfg.threads or None,
-            cache_dir=cfg.cache_dir or None)
+            cache_dir=cfg.cache_dir or None, int8=cfg.int8, warmup="torch")
         calibrations = model_calibrations(cfg.model_path)
         perception = Perception(backend, pipeline_cfg, calibrations)  # checks score, classes
         info = backend.info
         self.model_info = {
-            "backend": getattr(backend, "name", cfg.backend), "model": cfg.model_path or "default",
-            "classes": str(len(info.class_names)), "scores": ",".join(info.score_names),
-            "input_size": "x".join(map(str, info.input_size)) if info.input_size else "any",
+            "model": cfg.model_path or "default", "classes": str(len(info.class_names)),
+            "scores": ",".join(info.score_names),
             "score_calibration": (str(calibration_path(cfg.model_path)) if calibrations else
                                   "none: 0..1 scores are a 0/1 step at the threshold"),
             "load_s": f"{time.monotonic() - t0:.1f}"}
         return perception
+
+    def _model_values(self) -> tuple[dict[str, str], str]:
+        """/diagnostics model values (what runs now: backend, precision, sizes) and a note."""
+        if self.perception is None:
+            return self.model_info, ""
+        run = backend_status(self.perception.backend)
+        note = ""
+        if run.get("building"):
+            note = (f"warming up: torch runs {run['building']} until its {run['backend']} graph "
+                    f"is built")
+        if run.get("failed"):
+            note = "; ".join(filter(None, [note, f"build failed, torch runs {run['failed']}"]))
+        return {**self.model_info, **run}, note
 
     # -- parameters ------------------------------------------------------------------------------
     def _on_set_parameters(self, params) -> SetParametersResult:
@@ -429,9 +481,10 @@ class PerceptionNode(LifecycleNode):
         state = "active" if self.active else "inactive" if self.cfg else "unconfigured"
         ground = (self.perception.cfg.ground_frame if self.perception is not None else "") or ""
         source = self.transforms.source if self.transforms is not None else "not listening"
+        values, note = self._model_values()
         self.diag_pub.publish(self.diagnostics.message(
-            self.get_clock().now().to_msg(), self.slots, self.active, state, self.model_info,
-            self.model_error, f"{ground} ({source})" if ground else "none (ground.*)"))
+            self.get_clock().now().to_msg(), self.slots, self.active, state, values,
+            self.model_error, f"{ground} ({source})" if ground else "none (ground.*)", note))
 
 
 def main(args=None) -> None:

@@ -47,3 +47,24 @@ def test_cli_errors_are_one_line(tmp_path):
                           capture_output=True, text=True)
     assert proc.returncode == 2 and "model file not found" in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+def test_infer_auto_exports_the_image_size_and_matches_torch(data_dir, tmp_path, capsys):
+    """No --backend, no size: ONNX Runtime on a graph exported at the image's own size."""
+    src = cv2.imread(str(require(data_dir / "camvid" / "val" / "0016E5_07959.png")))
+    image = tmp_path / "frame.png"
+    cv2.imwrite(str(image), cv2.resize(src, (128, 96)))
+    model = save_model(build_model(ModelConfig.preset("tiny", decoder={"num_queries": 8})),
+                       tmp_path / "m.safetensors")
+    maps = {}
+    for backend in ("auto", "torch"):
+        out = tmp_path / backend
+        assert main(["infer", str(image), "--model", str(model), "--backend", backend,
+                     "--out", str(out)]) == 0
+        maps[backend] = np.load(out / "frame_rba.npy")
+        line = capsys.readouterr().out.strip().splitlines()[-1]
+        assert line.endswith("(onnxruntime fp32, input 96x128)" if backend == "auto" else
+                             "(torch fp32, input any)"), line
+    ref = maps["torch"]
+    assert maps["auto"].shape == (96, 128)
+    assert np.abs(maps["auto"] - ref).max() <= 1e-4 * np.abs(ref).max()

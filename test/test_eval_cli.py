@@ -97,8 +97,8 @@ def smiyc_layout(data_dir, tmp_path):
 def test_eval_smiyc_protocol_on_official_layout(data_dir, model_file, tmp_path):
     root = smiyc_layout(data_dir, tmp_path)
     out = tmp_path / "eval"
-    assert main(["eval", "--model", str(model_file), "--dataset", "smiyc_anomaly", "--root",
-                 str(root), "--scores", "msp", "--out", str(out)]) == 0
+    assert main(["eval", "--model", str(model_file), "--backend", "torch", "--dataset",
+                 "smiyc_anomaly", "--root", str(root), "--scores", "msp", "--out", str(out)]) == 0
     report = json.loads((out / "results.json").read_text())
     assert report["protocol"] == "smiyc" and report["track"] == "anomaly"
     got = report["results"]["exact"]["msp"]
@@ -124,8 +124,8 @@ def test_eval_smiyc_protocol_on_official_layout(data_dir, model_file, tmp_path):
 def test_eval_camvid_miou(data_dir, model_file, tmp_path):
     root = require(data_dir / "camvid")
     out = tmp_path / "eval"
-    assert main(["eval", "--model", str(model_file), "--dataset", "camvid", "--root", str(root),
-                 "--limit", "2", "--out", str(out)]) == 0
+    assert main(["eval", "--model", str(model_file), "--backend", "torch", "--dataset", "camvid",
+                 "--root", str(root), "--limit", "2", "--out", str(out)]) == 0
     report = json.loads((out / "results.json").read_text())
     pairs = maps(model_file, open_dataset("camvid", root).subset(2), "exact")
     labels = np.concatenate([s.label.ravel() for s, _ in pairs])
@@ -160,3 +160,26 @@ def test_eval_errors(data_dir, model_file, tmp_path, capsys):
     fixture = require(data_dir / "cityscapes_fixture")
     assert "has 11 classes but cityscapes has 19" in error("--dataset", "cityscapes", "--root",
                                                            str(fixture))
+
+
+def test_eval_onnxruntime_exports_at_the_network_size(data_dir, model_file, tmp_path):
+    """--backend onnxruntime without an .onnx: the graph is exported at the (resized) image size;
+    class maps as eager PyTorch's (the export's tolerance), the report says what ran."""
+    root = require(data_dir / "camvid")
+    miou = {}
+    for backend in ("onnxruntime", "torch"):
+        out = tmp_path / backend
+        assert main(["eval", "--model", str(model_file), "--backend", backend, "--dataset",
+                     "camvid", "--root", str(root), "--limit", "2", "--resize", "128x96",
+                     "--out", str(out)]) == 0
+        report = json.loads((out / "results.json").read_text())
+        miou[backend] = report["closed_set"]["exact"]["miou"]
+        assert report["backend"] == backend
+    assert report["runtime"]["input_size"] == "any"  # torch: any size
+    onnx_report = json.loads((tmp_path / "onnxruntime" / "results.json").read_text())
+    assert onnx_report["runtime"] == {"backend": "onnxruntime", "precision": "fp32",
+                                      "input_size": "96x128", "building": "", "failed": "",
+                                      "warmup": "wait"}
+    assert "backend onnxruntime (fp32, input 96x128)" in \
+        (tmp_path / "onnxruntime" / "results.md").read_text()
+    assert miou["onnxruntime"] == pytest.approx(miou["torch"], abs=0.005)

@@ -10,7 +10,7 @@ from tqdm import tqdm
 
 from ..pipeline.frames import infer_frames
 from ..pipeline.visualize import blend, colorize, heatmap, palette
-from ..runtime import load_backend
+from ..runtime import load_backend, status_text
 from ..imageio import list_images, read_image, write_image
 from .common import add_model_args
 
@@ -49,5 +49,5 @@ def run(args: argparse.Namespace) -> int:
             n: round(float(c) / result.class_ids.size, 4)
             for n, c in zip(backend.info.class_names, counts) if c}})
     (out / "summary.json").write_text(json.dumps(summary, indent=1))
-    print(f"wrote {len(paths)} result(s) to {out}")
+    print(f"wrote {len(paths)} result(s) to {out} ({status_text(backend)})")
     return 0

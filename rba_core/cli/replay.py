@@ -9,7 +9,7 @@ from pathlib import Path
 from ..pipeline.config import PipelineConfig
 from ..pipeline.perception import Perception
 from ..replay.bags import OUTPUT_NAMESPACE, STORAGES
-from ..runtime import load_backend
+from ..runtime import load_backend, status_text
 from ..imageio import parse_wxh
 from .common import add_model_args, config_from_args
 
@@ -45,8 +45,9 @@ example:
 def add_pipeline_args(p: argparse.ArgumentParser) -> None:
     add_model_args(p, scores_default=None)
     p.add_argument("--input-size", default=None, metavar="WxH",
-                   help="network input size for fixed-size backends (ONNX Runtime / TensorRT "
-                        "export of a .safetensors model); frames are resized to it and back")
+                   help="network input size for ONNX Runtime / TensorRT (export of a "
+                        ".safetensors model): frames are resized to it and back; default: each "
+                        "frame size gets its own graph, exported when first seen")
     p.add_argument("--config", default=None,
                    help="pipeline YAML (PipelineConfig fields) or the node's params file "
                         "(rba_perception: ros__parameters: ...)")
@@ -179,7 +180,7 @@ def run_replay(args: argparse.Namespace) -> int:
     summary = replay(cfg, perception)
     print(f"{'wrote' if summary['frames'] else 'nothing new in'} {args.out}: "
           f"{summary['frames']} frame(s) this run, {summary['frames_total']} in the bag, "
-          f"{summary['fps']:.2f} frames/s"
+          f"{summary['fps']:.2f} frames/s ({status_text(perception.backend)})"
           + ("" if summary["complete"] else " (incomplete: continue with --resume)"))
     if summary.get("interrupted"):
         return 130

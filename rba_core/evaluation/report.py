@@ -73,7 +73,9 @@ def markdown(report: dict) -> str:
     timing = report["timing"]
     protocol = report.get("protocol")
     head = [f"# rba eval: {report['dataset']} ({report['num_images']} images)", "",
-            f"- model: `{report['model']}` ({report['model_name']}), backend {report['backend']}",
+            f"- model: `{report['model']}` ({report['model_name']}), backend {report['backend']}"
+            + ("" if not report.get("runtime") else
+               f" ({report['runtime']['precision']}, input {report['runtime']['input_size']})"),
             f"- root: `{report['root']}`"
             + (f", resized to {report['resize'][1]}x{report['resize'][0]} for the network"
                if report.get("resize") else "")]

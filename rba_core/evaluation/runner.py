@@ -3,7 +3,8 @@
 Each image goes through the backend's ``infer_modes`` once: the torch backend post-processes the
 same raw outputs in each requested inference mode (``exact``, ``fast``), so the accuracy price of
 ``fast`` and its post-processing time are read off one run; ONNX Runtime / TensorRT engines have
-one mode baked in (frames resized to the engine's size and back). Metrics are computed at the
+one mode baked in; a ``.safetensors`` model on them is exported per network input size, when first
+seen (an ``.onnx`` is run at its size: frames resized to it and back). Metrics are computed at the
 label's resolution by the ``StreamingEvaluator``; ``resize`` only changes the network's input.
 """
 from __future__ import annotations
@@ -23,7 +24,7 @@ from ..errors import require
 from ..metrics import frame_average_precision
 from ..model import MODES
 from ..pipeline.frames import resize_outputs, to_chw_batch
-from ..runtime import BACKENDS, Backend, FrameOutputs, load_backend
+from ..runtime import BACKENDS, Backend, FrameOutputs, backend_status, load_backend
 from ..scoring import parse_scores
 from . import plots
 from .evaluator import EvalError, StreamingEvaluator
@@ -137,14 +138,15 @@ def run_eval(cfg: EvalConfig, argv: list[str] | None = None) -> dict:
     protocol = cfg.protocol or dataset.protocol
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
-    # Fixed-size engines are exported at --resize, else at the first image's size.
-    fixed = cfg.backend in ("onnxruntime", "tensorrt")
-    if (fixed or str(cfg.model).endswith(".onnx")) and len(cfg.modes or []) > 1:
+    # Engines are exported per network input size (--resize: one) when first seen; several
+    # inference modes need torch (an engine has one mode baked in), which auto then picks.
+    several = len(cfg.modes or []) > 1
+    if several and (cfg.backend in ("onnxruntime", "tensorrt")
+                    or str(cfg.model).endswith(".onnx")):
         raise EvalError("an exported engine has one inference mode baked in: compare modes with "
                         "--backend torch")
-    input_size = (cfg.resize or dataset[0].image.shape[:2]) if fixed else None
-    backend = load_backend(cfg.model, cfg.backend, cfg.scores, cfg.modes[0] if cfg.modes else None,
-                           cfg.device, input_size=input_size)
+    backend = load_backend(cfg.model, "torch" if several else cfg.backend, cfg.scores,
+                           cfg.modes[0] if cfg.modes else None, cfg.device)
     modes = cfg.modes or [backend.info.mode]  # backends have the scores (load_backend checks)
     predictor = Predictor(backend, modes, cfg.resize)
     class_names = list(backend.info.class_names)
@@ -174,7 +176,8 @@ def run_eval(cfg: EvalConfig, argv: list[str] | None = None) -> dict:
     report = {
         "command": "rba " + " ".join(argv) if argv else None,
         "model": cfg.model, "model_name": backend.info.config.get("name"),
-        "backend": backend.name, "dataset": dataset.name, "root": str(cfg.root),
+        "backend": backend.name, "runtime": backend_status(backend),
+        "dataset": dataset.name, "root": str(cfg.root),
         "split": cfg.split, "num_images": len(dataset), "task": dataset.task,
         "resize": list(cfg.resize) if cfg.resize else None, "inference": list(modes),
     }

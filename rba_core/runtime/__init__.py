@@ -7,6 +7,7 @@ import importlib
 from .base import Backend, BackendError, FrameOutputs, InferenceResult, ModelInfo
 
 _LAZY = {name: module for module, names in {
+    "adaptive": ("SizeAdaptiveBackend", "backend_status", "status_text"),
     "engine_cache": ("EngineCache", "EngineKey", "cache_root"),
     "graph": ("InferenceGraph",),
     "loader": ("BACKENDS", "DEFAULT_MODEL", "load_backend", "load_torch_model",

@@ -71,17 +71,19 @@ def _onnx_cache_path(model_path: str, sha256: str, spec: ExportSpec,
     return root / name
 
 
-def _export_for(spec_path: str, spec: ExportSpec, cache_dir, tmp: Path) -> Path:
+def _export_for(spec_path: str, spec: ExportSpec, cache_dir, tmp: Path,
+                model: Mask2Former | None = None) -> Path:
     """The ONNX graph of a .safetensors model / preset at ``spec``: cached export, or a new one
-    (built under the cache entry's lock, checked, published atomically: see ``CacheEntry``)."""
+    (built under the cache entry's lock, checked, published atomically: see ``CacheEntry``), of
+    ``model`` when given (a preset's random weights must be those the caller runs)."""
     from dataclasses import asdict
 
     from .onnx_export import FORMAT, check_onnx
 
     def export(path: Path) -> None:
         log.info("exporting %s to %s (once per model and input size)", spec_path, path)
-        export_onnx(load_torch_model(spec_path), path, spec, source=Path(spec_path).name,
-                    source_sha256=sha)
+        export_onnx(model if model is not None else load_torch_model(spec_path), path, spec,
+                    source=Path(spec_path).name, source_sha256=sha)
 
     if spec_path.startswith(PRESET_PREFIX):  # random weights: never cached
         path, sha = tmp / f"{spec_path[len(PRESET_PREFIX):]}.onnx", ""
@@ -116,17 +118,15 @@ def _int8_for(onnx_path: Path, cache_dir, tmp: Path) -> Path:
     return path
 
 
-def _pick(backend: str, is_onnx: bool, input_size) -> str:
+def _pick(backend: str, is_onnx: bool) -> str:
     """Resolve ``auto``: TensorRT if usable, else ONNX Runtime, else torch."""
     if backend != "auto":
         return backend
-    if not is_onnx and input_size is None:
-        log.info("auto backend: torch (no input_size given, so no fixed-size ONNX/TensorRT graph)")
-        return "torch"
     from .trt_backend import trt_unavailable_reason
 
     reason = trt_unavailable_reason()
     if reason is None:
+        log.info("auto backend: tensorrt")
         return "tensorrt"
     try:
         import onnxruntime  # noqa: F401
@@ -134,6 +134,7 @@ def _pick(backend: str, is_onnx: bool, input_size) -> str:
         if is_onnx:
             raise BackendError("cannot run an ONNX model: neither TensorRT nor onnxruntime is "
                                "installed") from None
+        log.info("auto backend: torch (TensorRT: %s; onnxruntime is not installed)", reason)
         return "torch"
     log.info("auto backend: onnxruntime (TensorRT: %s)", reason)
     return "onnxruntime"
@@ -144,13 +145,16 @@ def load_backend(model: str | Path | None = None, backend: str = "auto",
                  device: str | None = None, fp16: bool | None = None, *,
                  input_size: tuple[int, int] | None = None, batch_size: int = 1,
                  threads: int | None = None, cache_dir: str | Path | None = None,
-                 int8: bool = False) -> Backend:
+                 int8: bool = False, warmup: str = "wait") -> Backend:
     """Build a backend; every backend returns the same ``InferenceResult``.
 
     ``model``: our ``.safetensors`` (any backend; ONNX Runtime and TensorRT first export it, at
     ``input_size`` (H, W) and ``batch_size``, to the cache), an ``.onnx`` from ``rba export``
     (onnxruntime / tensorrt; scores and mode are those baked into it), ``preset:NAME`` or None
     (the embedded default). ``scores``/``mode`` default to the graph's, or rba/exact.
+    Without ``input_size`` a ``.safetensors`` on onnxruntime / tensorrt gets a
+    ``SizeAdaptiveBackend`` (one graph per frame size, exported when first seen); ``warmup``:
+    while a size builds, ``wait`` for it or run it on ``torch`` (see ``adaptive``).
     ``fp16``: torch autocast on CUDA; TensorRT engine precision (None: the export's preference);
     ``threads``: ONNX Runtime CPU threads; ``cache_dir``: engine / export cache folder.
     ``int8``: run the int8 QDQ graph (ONNX Runtime, TensorRT int8 engine); an fp32 graph is
@@ -165,42 +169,87 @@ def load_backend(model: str | Path | None = None, backend: str = "auto",
         raise BackendError(str(exc)) from None
     spec_path = resolve_model_path(model)
     is_onnx = spec_path.lower().endswith(".onnx")
-    chosen = _pick(backend, is_onnx, input_size)
+    chosen = _pick(backend, is_onnx)
     if chosen == "torch":
         if int8:
             raise BackendError("int8 runs on the onnxruntime and tensorrt backends (a QDQ graph): "
-                               "choose one of them and give an input size")
-        from .torch_backend import TorchBackend
+                               "choose one of them")
+        return _torch_backend(load_torch_model(spec_path, device or "cpu"), score_names, mode,
+                              device, fp16)
+    graph = dict(chosen=chosen, batch_size=batch_size, score_names=score_names, mode=mode,
+                 device=device, fp16=fp16, threads=threads, cache_dir=cache_dir, int8=int8)
+    if not is_onnx and input_size is None:
+        return _adaptive(spec_path, warmup, graph)
+    result = _graph_backend(spec_path, None if is_onnx else input_size, **graph)
+    if is_onnx and mode and mode != result.info.mode:
+        log.warning("%s was exported with %s inference; the requested %s inference has no effect "
+                    "(re-export to change it)", spec_path, result.info.mode, mode)
+    return result
 
-        return TorchBackend(load_torch_model(spec_path, device or "cpu"), score_names or ["rba"],
-                            mode or "exact", device=device, fp16=bool(fp16))
+
+def _torch_backend(model: Mask2Former, score_names, mode, device, fp16) -> Backend:
+    from .torch_backend import TorchBackend
+
+    return TorchBackend(model, score_names or ["rba"], mode or "exact", device=device,
+                        fp16=bool(fp16))
+
+
+def _graph_backend(spec_path: str, input_size: tuple[int, int] | None, *, chosen: str,
+                   batch_size: int, score_names, mode, device, fp16, threads, cache_dir,
+                   int8: bool, model: Mask2Former | None = None) -> Backend:
+    """ONNX Runtime / TensorRT on an ``.onnx`` (``input_size`` None), or on the export of a
+    ``.safetensors`` / preset (``model``: its loaded weights) at ``input_size``."""
     from .onnx_export import ExportSpec
 
     with tempfile.TemporaryDirectory(prefix="rba_") as tmp:
-        if is_onnx:
+        if input_size is None:
             onnx_path = Path(spec_path)
         else:
-            if input_size is None:
-                raise BackendError(f"the {chosen} backend runs a fixed-size graph: give an "
-                                   f"input size (H, W) to export {spec_path} at, or use the "
-                                   f"torch backend")
             spec = ExportSpec(int(input_size[0]), int(input_size[1]), batch_size,
                               score_names or ["rba"], mode or "exact")
-            onnx_path = _export_for(spec_path, spec, cache_dir, Path(tmp))
+            onnx_path = _export_for(spec_path, spec, cache_dir, Path(tmp), model)
         if int8:
             onnx_path = _int8_for(onnx_path, cache_dir, Path(tmp))
         if chosen == "onnxruntime":
             from .ort_backend import OnnxRuntimeBackend, providers_for
 
-            result = OnnxRuntimeBackend(onnx_path, providers_for(device, bool(fp16)), threads,
-                                        fp16, score_names)
-        else:
-            from .trt_backend import TensorRTBackend
+            return OnnxRuntimeBackend(onnx_path, providers_for(device, bool(fp16)), threads,
+                                      fp16, score_names)
+        from .trt_backend import TensorRTBackend
 
-            engine_dir = (Path(tmp) / "engines" if spec_path.startswith(PRESET_PREFIX)
-                          else (Path(cache_dir) / "engines" if cache_dir else None))
-            result = TensorRTBackend(onnx_path, fp16, engine_dir, device, score_names=score_names)
-    if is_onnx and mode and mode != result.info.mode:
-        log.warning("%s was exported with %s inference; the requested %s inference has no effect "
-                    "(re-export to change it)", spec_path, result.info.mode, mode)
-    return result
+        engine_dir = (Path(tmp) / "engines" if spec_path.startswith(PRESET_PREFIX)
+                      else (Path(cache_dir) / "engines" if cache_dir else None))
+        return TensorRTBackend(onnx_path, fp16, engine_dir, device, score_names=score_names)
+
+
+def _adaptive(spec_path: str, warmup: str, graph: dict) -> Backend:
+    """A ``SizeAdaptiveBackend``: ``graph``'s backend exported per frame size, torch meanwhile."""
+    import copy
+
+    from .adaptive import SizeAdaptiveBackend
+
+    torch_model = load_torch_model(spec_path, "cpu")
+    # a preset's random weights exist only in memory: builds (in their own thread) export a copy
+    source = copy.deepcopy(torch_model) if spec_path.startswith(PRESET_PREFIX) else None
+    on_cpu = _torch_backend(torch_model, graph["score_names"], graph["mode"], "cpu", False)
+
+    def make_torch() -> Backend:
+        import torch
+
+        device = graph["device"] or ("cuda" if torch.cuda.is_available() else "cpu")
+        if device == "cpu":
+            return on_cpu
+        return _torch_backend(torch_model.to(device), graph["score_names"], graph["mode"],
+                              device, graph["fp16"])
+
+    def build(size: tuple[int, int]) -> Backend:
+        return _graph_backend(spec_path, size, model=source, **graph)
+
+    return SizeAdaptiveBackend(graph["chosen"], _precision(graph), on_cpu.info,
+                               graph["batch_size"], build, make_torch, warmup)
+
+
+def _precision(graph: dict) -> str:
+    if graph["int8"]:
+        return "int8+fp16" if graph["fp16"] and graph["chosen"] == "tensorrt" else "int8"
+    return "fp16" if graph["fp16"] and graph["chosen"] == "tensorrt" else "fp32"

@@ -128,6 +128,8 @@ class OnnxRuntimeBackend:
         self.graph_scores = list(self.info.score_names)
         self.info.score_names = select_scores(self.graph_scores, score_names, path)
         self.providers = self.session.get_providers()
+        self.precision = ("int8" if meta.get("precision") == "int8" else "fp16"
+                          if fp16 and self.providers[0] == "TensorrtExecutionProvider" else "fp32")
         log.info("onnxruntime: %s with %s", path.name, ", ".join(self.providers))
 
     def infer(self, images: np.ndarray) -> InferenceResult:

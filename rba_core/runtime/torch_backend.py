@@ -21,6 +21,7 @@ class TorchBackend:
             raise BackendError("fp16 inference needs a CUDA device")
         self.device = torch.device(device)
         self.fp16 = fp16
+        self.precision = "fp16" if fp16 else "fp32"
         self.graph = InferenceGraph(model.eval().to(self.device), score_names, mode).eval()
         cfg = model.cfg
         self.info = ModelInfo(list(cfg.class_names), [list(c) for c in cfg.colors],
