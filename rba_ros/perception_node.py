@@ -7,9 +7,9 @@ A lifecycle node (``autostart`` configures and activates it at start):
 - deactivate: unsubscribe, stop the worker;  cleanup: free the model and publishers
 
 Each camera has a keep-latest slot (``camera.py``): the subscription callback only stores the
-newest message; a worker thread takes the newest frame of every camera when it is free, drops
-frames older than ``max_age``, decodes, runs one (batched) inference and publishes every output
-with the source image's header. Topics nobody subscribes to are not computed. Bad input is
+newest message; a worker thread (``worker.py``) takes the newest frame of every camera when it is
+free, drops frames older than ``max_age``, decodes, runs one (batched) inference and publishes
+every output with the source image's header. Topics nobody subscribes to are not computed. Bad input is
 counted and logged (throttled), never fatal. CameraInfo is validated when it arrives (its rays are
 computed then, on a side thread); with ``ground_frame`` set, the camera pose comes from TF at the
 image stamp (``ground_tf.py``), else from ``ground.*``.
@@ -47,21 +47,20 @@ from sensor_msgs.msg import CameraInfo, CompressedImage, Image  # noqa: E402
 from rba_core.errors import RbaError  # noqa: E402
 from rba_core.pipeline import messages  # noqa: E402
 from rba_core.pipeline.config import PipelineConfig  # noqa: E402
-from rba_core.pipeline.image_msgs import decode_image  # noqa: E402
 from rba_core.runtime.adaptive import backend_status  # noqa: E402
 
 from .bond import NodeBond  # noqa: E402
-from .camera import CameraSlot, Pending  # noqa: E402
+from .camera import CameraSlot  # noqa: E402
 from .config import NodeConfig, QosConfig  # noqa: E402
-from .conversions import message_type, to_msg  # noqa: E402
+from .conversions import message_type  # noqa: E402
 from .diagnostics import Diagnostics  # noqa: E402
 from .ground_tf import GroundTransforms  # noqa: E402
 from .params import (configure_time_changes, declare_all, plain, read_values,  # noqa: E402
                      refusal, split_configs)
+from .worker import FrameWorker, join  # noqa: E402
 
 NODE_NAME = "rba_perception"
 SUCCESS, FAILURE = TransitionCallbackReturn.SUCCESS, TransitionCallbackReturn.FAILURE
-THROTTLE = 5.0  # seconds between repeated warnings of one kind
 STOP_WAIT = 1.5  # seconds a stopping process waits for the frame in flight (big models on CPU)
 
 
@@ -72,15 +71,6 @@ def qos(cfg: QosConfig, transient_local: bool = False) -> QoSProfile:
                      else ReliabilityPolicy.BEST_EFFORT),
         durability=(DurabilityPolicy.TRANSIENT_LOCAL if transient_local
                     else DurabilityPolicy.VOLATILE))
-
-
-def join(*parts: str) -> str:
-    """Relative topic name from non-empty parts ('front', 'image_raw', 'compressed')."""
-    return "/".join(p.strip("/") for p in parts if p.strip("/"))
-
-
-def stamp_ns(stamp) -> int:
-    return int(stamp.sec) * 1_000_000_000 + int(stamp.nanosec)
 
 
 class _RosLogHandler(logging.Handler):
@@ -126,7 +116,7 @@ def _guarded(transition):
     return wrapper
 
 
-class PerceptionNode(LifecycleNode):
+class PerceptionNode(FrameWorker, LifecycleNode):
     def __init__(self, **kwargs):
         super().__init__(NODE_NAME, **kwargs)
         self.specs = declare_all(self)
@@ -356,119 +346,6 @@ class PerceptionNode(LifecycleNode):
         if not ground_frame or transforms is None:
             return None
         return transforms.camera_pose(ground_frame, header, slot)
-
-    # -- input -----------------------------------------------------------------------------------
-    def _on_image(self, slot: CameraSlot, msg) -> None:
-        slot.put(msg, self.get_clock().now().nanoseconds)
-        with self._wake:
-            self._wake.notify()
-
-    def _pending(self) -> bool:
-        return any(s.peek_received() is not None for s in self.slots)
-
-    def _take(self) -> list[tuple[CameraSlot, Pending]]:
-        """Newest frame of each camera (or of the longest-waiting one), minus stale frames."""
-        ready = [s for s in self.slots if s.peek_received() is not None]
-        if ready and not self.cfg.batch_cameras:
-            ready = [min(ready, key=lambda s: s.peek_received() or 0.0)]
-        now = self.get_clock().now().nanoseconds
-        jobs = []
-        for slot in ready:
-            item = slot.take()
-            if item is None:
-                continue
-            stamp = stamp_ns(item.msg.header.stamp)
-            age = (now - (stamp if stamp > 0 else item.received_ros)) / 1e9
-            if self.max_age > 0 and age > self.max_age:
-                slot.count("dropped_stale")
-                self.get_logger().warning(
-                    f"camera {slot.name or '/'}: dropped a frame {age:.2f} s old (max_age "
-                    f"{self.max_age} s; check clock sync / use_sim_time)",
-                    throttle_duration_sec=THROTTLE)
-                continue
-            jobs.append((slot, item))
-        return jobs
-
-    # -- inference worker ------------------------------------------------------------------------
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            with self._wake:
-                self._wake.wait_for(lambda: self._stop.is_set() or self._pending(), timeout=0.5)
-            if self._stop.is_set():
-                break
-            try:
-                jobs = self._take()
-                if jobs:
-                    self._process(jobs)
-            except Exception as exc:  # noqa: BLE001 - never let the worker die
-                if not self.context.ok():  # shutting down (Ctrl-C): publishers are gone
-                    break
-                self.get_logger().error(f"inference worker: {type(exc).__name__}: {exc}",
-                                        throttle_duration_sec=THROTTLE)
-
-    def _process(self, jobs: list[tuple[CameraSlot, Pending]]) -> None:
-        frames = []
-        for slot, item in jobs:
-            try:
-                frames.append((slot, item, decode_image(item.msg, self.cfg.max_image_pixels)))
-            except Exception as exc:  # noqa: BLE001 - ImageDecodeError or a converter bug
-                slot.count("conversion_errors")
-                self.get_logger().warning(
-                    f"camera {slot.name or '/'}: cannot convert image: {exc}",
-                    throttle_duration_sec=THROTTLE)
-        if not frames:
-            return
-        t0 = time.perf_counter()
-        try:
-            results = self.perception.process([rgb for _, _, rgb in frames])
-        except Exception as exc:  # noqa: BLE001 - e.g. out of memory on a huge frame
-            for slot, _, _ in frames:
-                slot.count("processing_errors")
-            self.get_logger().error(f"inference failed: {type(exc).__name__}: {exc}",
-                                    throttle_duration_sec=THROTTLE)
-            return
-        inference_ms = (time.perf_counter() - t0) * 1e3
-        for (slot, item, rgb), result in zip(frames, results):
-            try:
-                self._publish(slot, item.msg.header, rgb, result)
-            except Exception as exc:  # noqa: BLE001
-                if not self.context.ok():
-                    return
-                slot.count("processing_errors")
-                self.get_logger().error(f"publishing failed: {type(exc).__name__}: {exc}",
-                                        throttle_duration_sec=THROTTLE)
-                continue
-            now = self.get_clock().now().nanoseconds
-            stamp = stamp_ns(item.msg.header.stamp)
-            e2e = (now - (stamp if stamp > 0 else item.received_ros)) / 1e6
-            slot.record(inference_ms, e2e, (time.monotonic() - item.received) * 1e3)
-
-    def _publish(self, slot: CameraSlot, src_header, rgb, result) -> None:
-        """Every output topic someone subscribes to, with the source image's header."""
-        pubs, camera = self.pubs[slot.name], slot.camera
-        wanted = {name for name, pub in pubs.items() if pub.get_subscription_count() > 0}
-        hdr = messages.header((src_header.stamp.sec, src_header.stamp.nanosec),
-                              src_header.frame_id)
-        pose = self._pose(self.perception, slot, src_header) if camera is not None else None
-        out = messages.frame_messages(messages.FrameData(
-            self.perception, hdr, rgb, result, camera, pose, slot.tracker), wanted)
-        if len(out) < len(wanted):  # the outputs that need a camera model
-            slot.count("missing_camera_info")
-            self.get_logger().warning(
-                f"camera {slot.name or '/'}: no valid CameraInfo on "
-                f"{join(slot.name, self.cfg.camera_info_topic)} "
-                f"({slot.camera_error or 'none yet'}): no "
-                f"{', '.join(sorted(wanted - set(out)))}", throttle_duration_sec=THROTTLE)
-        for name, data in out.items():
-            pubs[name].publish(to_msg(pubs[name].msg_type, data))
-
-    def _publish_labels(self) -> None:
-        stamp = self.get_clock().now().to_msg()
-        hdr = messages.header((stamp.sec, stamp.nanosec), "")
-        names = list(self.perception.info.class_names)
-        for pub in self.label_pubs.values():
-            pub.publish(to_msg(pub.msg_type, messages.labels_msg(
-                hdr, names, self.perception.threshold_probability)))
 
     def _diagnostics_every(self, period: float) -> None:
         if self.diag_timer is not None:
