@@ -6,12 +6,11 @@ A lifecycle node (``autostart`` configures and activates it at start):
 - activate:  publish ``labels`` (transient-local), start the inference worker, subscribe
 - deactivate: unsubscribe, stop the worker;  cleanup: free the model and publishers
 
-Each camera has a keep-latest slot (``camera.py``): the subscription callback only stores the
-newest message; a worker thread (``worker.py``) takes the newest frame of every camera when it is
-free, drops frames older than ``max_age``, decodes, runs one (batched) inference and publishes
-every output with the source image's header. Topics nobody subscribes to are not computed. Bad input is
-counted and logged (throttled), never fatal. CameraInfo is validated when it arrives (its rays are
-computed then, on a side thread); with ``ground_frame`` set, the camera pose comes from TF at the
+Each camera has a keep-latest slot (``camera.py``); the worker thread (``worker.py``) takes the
+newest frame of every camera when free, drops frames older than ``max_age``, runs one (batched)
+inference and publishes the outputs someone subscribes to, with the source image's header. Bad
+input is counted and logged (throttled), never fatal. CameraInfo is validated when it arrives (its
+rays computed on a side thread); with ``ground_frame`` set, the camera pose comes from TF at the
 image stamp (``ground_tf.py``), else from ``ground.*``.
 
 Run: ``ros2 run rba_ros perception_node --ros-args --params-file config/perception.yaml`` or
@@ -40,8 +39,6 @@ from rcl_interfaces.msg import SetParametersResult  # noqa: E402
 from rclpy.exceptions import ParameterException  # noqa: E402
 from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor  # noqa: E402
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn  # noqa: E402
-from rclpy.qos import (DurabilityPolicy, HistoryPolicy, QoSProfile,  # noqa: E402
-                       ReliabilityPolicy)
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image  # noqa: E402
 
 from rba_core.errors import RbaError  # noqa: E402
@@ -51,8 +48,8 @@ from rba_core.runtime.adaptive import backend_status  # noqa: E402
 
 from .bond import NodeBond  # noqa: E402
 from .camera import CameraSlot  # noqa: E402
-from .config import NodeConfig, QosConfig  # noqa: E402
-from .conversions import message_type  # noqa: E402
+from .config import NodeConfig  # noqa: E402
+from .conversions import message_type, qos  # noqa: E402
 from .diagnostics import Diagnostics  # noqa: E402
 from .ground_tf import GroundTransforms  # noqa: E402
 from .params import (configure_time_changes, declare_all, plain, read_values,  # noqa: E402
@@ -62,15 +59,6 @@ from .worker import FrameWorker, join  # noqa: E402
 NODE_NAME = "rba_perception"
 SUCCESS, FAILURE = TransitionCallbackReturn.SUCCESS, TransitionCallbackReturn.FAILURE
 STOP_WAIT = 1.5  # seconds a stopping process waits for the frame in flight (big models on CPU)
-
-
-def qos(cfg: QosConfig, transient_local: bool = False) -> QoSProfile:
-    return QoSProfile(
-        history=HistoryPolicy.KEEP_LAST, depth=cfg.depth,
-        reliability=(ReliabilityPolicy.RELIABLE if cfg.reliability == "reliable"
-                     else ReliabilityPolicy.BEST_EFFORT),
-        durability=(DurabilityPolicy.TRANSIENT_LOCAL if transient_local
-                    else DurabilityPolicy.VOLATILE))
 
 
 class _RosLogHandler(logging.Handler):
@@ -157,7 +145,8 @@ class PerceptionNode(FrameWorker, LifecycleNode):
         cfg, self.model_error = self.cfg, ""
         self.max_age = cfg.max_age
         self.slots = [CameraSlot(name, transport) for name, transport in cfg.camera_specs()]
-        out_qos, labels_qos = qos(cfg.output_qos), qos(QosConfig("reliable", 1), True)
+        out_qos = qos(cfg.output_qos.reliability == "reliable", cfg.output_qos.depth)
+        labels_qos = qos(True, 1, transient_local=True)
         for slot in self.slots:
             topic = functools.partial(messages.output_topic, slot.name,
                                       namespace=cfg.output_namespace)
@@ -185,7 +174,7 @@ class PerceptionNode(FrameWorker, LifecycleNode):
         self._stop.clear()
         self._worker = threading.Thread(target=self._run, name="rba-inference", daemon=True)
         self._worker.start()
-        in_qos = qos(self.cfg.input_qos)
+        in_qos = qos(self.cfg.input_qos.reliability == "reliable", self.cfg.input_qos.depth)
         for slot in self.slots:
             slot.clear()
             compressed = slot.transport == "compressed"
@@ -365,17 +354,15 @@ class PerceptionNode(FrameWorker, LifecycleNode):
 
 
 def main(args=None) -> None:
-    """Run until SIGINT or SIGTERM. Any number of them, in any order (Ctrl-C in a terminal plus
-    the one from ros2 launch; systemd's SIGTERM), only request the stop: the node deactivates,
-    joins the worker, is destroyed and the process exits 0, never with a traceback.
+    """Run until SIGINT or SIGTERM. Any number of them, in any order (Ctrl-C plus ros2 launch's;
+    systemd's SIGTERM), only request the stop: the node deactivates, joins the worker, is
+    destroyed and the process exits 0, never with a traceback.
 
-    Run as a program (``args`` None) every ending goes through ``os._exit``: 0 after a stop,
-    2 for a parameter of the wrong type or out of range (one line), 1 for any other error. The
-    interpreter's own teardown of torch and timm takes seconds (1.9 s and 4.4 s measured on a
-    loaded 2-core machine), longer than ros2 launch waits before it escalates; and its final
-    garbage collection of the rclpy / Fast DDS objects hung (5 of 10 runs of
-    test_node_robustness.py on a loaded machine; faulthandler: "Garbage-collecting") or crashed
-    with SIGSEGV before every ending went this way."""
+    As a program (``args`` None) every ending goes through ``os._exit``: 0 after a stop, 2 for a
+    parameter of the wrong type or out of range (one line), 1 for any other error. The
+    interpreter's own teardown of torch and timm takes seconds (1.9 s and 4.4 s on a loaded 2-core
+    machine), longer than ros2 launch waits before it escalates, and its final garbage collection
+    of the rclpy / Fast DDS objects hung (5 of 10 runs of test_node_robustness.py) or crashed."""
     if args is not None:  # in-process (tests): errors propagate
         _run(args)
         return
