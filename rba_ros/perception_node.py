@@ -203,14 +203,12 @@ class PerceptionNode(FrameWorker, LifecycleNode):
 
     @_guarded
     def on_shutdown(self, state: LifecycleState) -> TransitionCallbackReturn:
-        self._deactivate()
-        self._cleanup()
-        return SUCCESS
+        return self.on_error(state)
 
     def on_error(self, state: LifecycleState) -> TransitionCallbackReturn:
         self._deactivate()
         self._cleanup()
-        return SUCCESS  # back to unconfigured
+        return SUCCESS  # back to unconfigured (from on_error), finalized (from on_shutdown)
 
     def _deactivate(self, wait: float | None = None) -> None:
         """Unsubscribe, stop the worker (waiting at most ``wait`` s for the frame in flight)."""

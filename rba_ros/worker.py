@@ -22,8 +22,10 @@ def join(*parts: str) -> str:
     return "/".join(p.strip("/") for p in parts if p.strip("/"))
 
 
-def stamp_ns(stamp) -> int:
-    return int(stamp.sec) * 1_000_000_000 + int(stamp.nanosec)
+def age_ns(item: Pending, now: int) -> int:
+    """Node clock ``now`` minus the header stamp (minus the receipt time when unstamped)."""
+    stamp = int(item.msg.header.stamp.sec) * 1_000_000_000 + int(item.msg.header.stamp.nanosec)
+    return now - (stamp if stamp > 0 else item.received_ros)
 
 
 class FrameWorker:
@@ -47,8 +49,7 @@ class FrameWorker:
             item = slot.take()
             if item is None:
                 continue
-            stamp = stamp_ns(item.msg.header.stamp)
-            age = (now - (stamp if stamp > 0 else item.received_ros)) / 1e9
+            age = age_ns(item, now) / 1e9
             if self.max_age > 0 and age > self.max_age:
                 slot.count("dropped_stale")
                 self.get_logger().warning(
@@ -108,9 +109,7 @@ class FrameWorker:
                 self.get_logger().error(f"publishing failed: {type(exc).__name__}: {exc}",
                                         throttle_duration_sec=THROTTLE)
                 continue
-            now = self.get_clock().now().nanoseconds
-            stamp = stamp_ns(item.msg.header.stamp)
-            e2e = (now - (stamp if stamp > 0 else item.received_ros)) / 1e6
+            e2e = age_ns(item, self.get_clock().now().nanoseconds) / 1e6
             slot.record(inference_ms, e2e, (time.monotonic() - item.received) * 1e3)
 
     def _publish(self, slot: CameraSlot, src_header, rgb, result) -> None:
