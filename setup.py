@@ -18,7 +18,8 @@ PACKAGE = "rba_ros"
 ROBOT_REQUIRES = [
     "numpy>=1.24", "torch>=2.1", "timm>=1.0", "safetensors>=0.4", "onnx>=1.15",
     "onnxscript>=0.2", "onnxruntime>=1.17", "scipy>=1.10", "opencv-python-headless>=4.8",
-    "pyyaml>=6", "tqdm>=4.60", "rosbags>=0.10", "rosbags-image[opencv-headless]>=0.10",
+    "pillow>=8.0", "pyyaml>=6", "tqdm>=4.60", "rosbags>=0.10",
+    "rosbags-image[opencv-headless]>=0.10",
 ]
 SCRIPTS = {"rba": "rba_core.cli", "perception_node": "rba_ros.perception_node"}
 LAUNCHER = """#!/bin/sh

@@ -78,3 +78,14 @@ def message_type(name: str):
     """'sensor_msgs/msg/Image' -> the rclpy message class."""
     pkg, sub, cls = name.split("/")
     return message_class((pkg, sub), cls)
+
+
+def qos(reliable: bool, depth: int, transient_local: bool = False):
+    """A keep-last QoS profile: reliable or best effort, transient-local or volatile."""
+    from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
+
+    return QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=depth,
+                      reliability=ReliabilityPolicy.RELIABLE if reliable
+                      else ReliabilityPolicy.BEST_EFFORT,
+                      durability=DurabilityPolicy.TRANSIENT_LOCAL if transient_local
+                      else DurabilityPolicy.VOLATILE)

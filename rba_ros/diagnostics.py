@@ -1,18 +1,8 @@
 """/diagnostics for the node: one DiagnosticStatus per camera, plus one for the model.
 
 Status names start with the node's fully-qualified name (``/robot1/rba_perception: model``), so
-namespaced nodes do not collide. The model status is published from node start: OK with the
-lifecycle state, ERROR with the reason after a failed configure; its values say what runs
-(``backend``, ``precision``, ``input_size``, and while graphs build ``building``: the message then
-says torch runs those sizes meanwhile; WARN when a build failed).
-
-Per camera: input and output rate, inference latency, end-to-end latency (header stamp ->
-outputs published) and node latency (receipt -> published), frames received / processed /
-dropped (replaced by a newer one, too old), conversion and processing errors, the ground frame
-and its transform source. WARN while a camera is silent, when errors or stale drops happened in
-the last period, when frames went without a valid CameraInfo (no ground outputs; the reason is
-given), or without a camera -> ``ground_frame`` transform (``ground.*`` fallback, outputs in the
-camera frame). The model status names its score calibration (or says there is none).
+namespaced nodes do not collide. The model status is published from node start. Every value, and
+when a status turns WARN or ERROR, is in README's ``/diagnostics`` row (outputs table).
 """
 from __future__ import annotations
 

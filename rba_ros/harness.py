@@ -27,7 +27,7 @@ import yaml
 from rba_core.pipeline.image_msgs import image_array  # noqa: F401 (tests read outputs with it)
 from rba_core.pipeline.messages import camera_info_msg, header, image_msg
 
-from .conversions import to_msg
+from .conversions import qos, to_msg
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -226,16 +226,6 @@ class RosClient:
         res = self.call(GetParameters, f"/{node_name}/get_parameters",
                         GetParameters.Request(names=names))
         return {n: parameter_value_to_python(v) for n, v in zip(names, res.values)}
-
-
-def qos(reliable: bool, depth: int, transient_local: bool = False):
-    from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
-
-    return QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=depth,
-                      reliability=ReliabilityPolicy.RELIABLE if reliable
-                      else ReliabilityPolicy.BEST_EFFORT,
-                      durability=DurabilityPolicy.TRANSIENT_LOCAL if transient_local
-                      else DurabilityPolicy.VOLATILE)
 
 
 # -- messages -----------------------------------------------------------------------------------

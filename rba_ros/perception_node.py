@@ -6,12 +6,11 @@ A lifecycle node (``autostart`` configures and activates it at start):
 - activate:  publish ``labels`` (transient-local), start the inference worker, subscribe
 - deactivate: unsubscribe, stop the worker;  cleanup: free the model and publishers
 
-Each camera has a keep-latest slot (``camera.py``): the subscription callback only stores the
-newest message; a worker thread takes the newest frame of every camera when it is free, drops
-frames older than ``max_age``, decodes, runs one (batched) inference and publishes every output
-with the source image's header. Topics nobody subscribes to are not computed. Bad input is
-counted and logged (throttled), never fatal. CameraInfo is validated when it arrives (its rays are
-computed then, on a side thread); with ``ground_frame`` set, the camera pose comes from TF at the
+Each camera has a keep-latest slot (``camera.py``); the worker thread (``worker.py``) takes the
+newest frame of every camera when free, drops frames older than ``max_age``, runs one (batched)
+inference and publishes the outputs someone subscribes to, with the source image's header. Bad
+input is counted and logged (throttled), never fatal. CameraInfo is validated when it arrives (its
+rays computed on a side thread); with ``ground_frame`` set, the camera pose comes from TF at the
 image stamp (``ground_tf.py``), else from ``ground.*``.
 
 Run: ``ros2 run rba_ros perception_node --ros-args --params-file config/perception.yaml`` or
@@ -40,47 +39,26 @@ from rcl_interfaces.msg import SetParametersResult  # noqa: E402
 from rclpy.exceptions import ParameterException  # noqa: E402
 from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor  # noqa: E402
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn  # noqa: E402
-from rclpy.qos import (DurabilityPolicy, HistoryPolicy, QoSProfile,  # noqa: E402
-                       ReliabilityPolicy)
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image  # noqa: E402
 
 from rba_core.errors import RbaError  # noqa: E402
 from rba_core.pipeline import messages  # noqa: E402
 from rba_core.pipeline.config import PipelineConfig  # noqa: E402
-from rba_core.pipeline.image_msgs import decode_image  # noqa: E402
 from rba_core.runtime.adaptive import backend_status  # noqa: E402
 
 from .bond import NodeBond  # noqa: E402
-from .camera import CameraSlot, Pending  # noqa: E402
-from .config import NodeConfig, QosConfig  # noqa: E402
-from .conversions import message_type, to_msg  # noqa: E402
+from .camera import CameraSlot  # noqa: E402
+from .config import NodeConfig  # noqa: E402
+from .conversions import message_type, qos  # noqa: E402
 from .diagnostics import Diagnostics  # noqa: E402
 from .ground_tf import GroundTransforms  # noqa: E402
 from .params import (configure_time_changes, declare_all, plain, read_values,  # noqa: E402
                      refusal, split_configs)
+from .worker import FrameWorker, join  # noqa: E402
 
 NODE_NAME = "rba_perception"
 SUCCESS, FAILURE = TransitionCallbackReturn.SUCCESS, TransitionCallbackReturn.FAILURE
-THROTTLE = 5.0  # seconds between repeated warnings of one kind
 STOP_WAIT = 1.5  # seconds a stopping process waits for the frame in flight (big models on CPU)
-
-
-def qos(cfg: QosConfig, transient_local: bool = False) -> QoSProfile:
-    return QoSProfile(
-        history=HistoryPolicy.KEEP_LAST, depth=cfg.depth,
-        reliability=(ReliabilityPolicy.RELIABLE if cfg.reliability == "reliable"
-                     else ReliabilityPolicy.BEST_EFFORT),
-        durability=(DurabilityPolicy.TRANSIENT_LOCAL if transient_local
-                    else DurabilityPolicy.VOLATILE))
-
-
-def join(*parts: str) -> str:
-    """Relative topic name from non-empty parts ('front', 'image_raw', 'compressed')."""
-    return "/".join(p.strip("/") for p in parts if p.strip("/"))
-
-
-def stamp_ns(stamp) -> int:
-    return int(stamp.sec) * 1_000_000_000 + int(stamp.nanosec)
 
 
 class _RosLogHandler(logging.Handler):
@@ -126,7 +104,7 @@ def _guarded(transition):
     return wrapper
 
 
-class PerceptionNode(LifecycleNode):
+class PerceptionNode(FrameWorker, LifecycleNode):
     def __init__(self, **kwargs):
         super().__init__(NODE_NAME, **kwargs)
         self.specs = declare_all(self)
@@ -167,7 +145,8 @@ class PerceptionNode(LifecycleNode):
         cfg, self.model_error = self.cfg, ""
         self.max_age = cfg.max_age
         self.slots = [CameraSlot(name, transport) for name, transport in cfg.camera_specs()]
-        out_qos, labels_qos = qos(cfg.output_qos), qos(QosConfig("reliable", 1), True)
+        out_qos = qos(cfg.output_qos.reliability == "reliable", cfg.output_qos.depth)
+        labels_qos = qos(True, 1, transient_local=True)
         for slot in self.slots:
             topic = functools.partial(messages.output_topic, slot.name,
                                       namespace=cfg.output_namespace)
@@ -195,7 +174,7 @@ class PerceptionNode(LifecycleNode):
         self._stop.clear()
         self._worker = threading.Thread(target=self._run, name="rba-inference", daemon=True)
         self._worker.start()
-        in_qos = qos(self.cfg.input_qos)
+        in_qos = qos(self.cfg.input_qos.reliability == "reliable", self.cfg.input_qos.depth)
         for slot in self.slots:
             slot.clear()
             compressed = slot.transport == "compressed"
@@ -224,14 +203,12 @@ class PerceptionNode(LifecycleNode):
 
     @_guarded
     def on_shutdown(self, state: LifecycleState) -> TransitionCallbackReturn:
-        self._deactivate()
-        self._cleanup()
-        return SUCCESS
+        return self.on_error(state)
 
     def on_error(self, state: LifecycleState) -> TransitionCallbackReturn:
         self._deactivate()
         self._cleanup()
-        return SUCCESS  # back to unconfigured
+        return SUCCESS  # back to unconfigured (from on_error), finalized (from on_shutdown)
 
     def _deactivate(self, wait: float | None = None) -> None:
         """Unsubscribe, stop the worker (waiting at most ``wait`` s for the frame in flight)."""
@@ -357,119 +334,6 @@ class PerceptionNode(LifecycleNode):
             return None
         return transforms.camera_pose(ground_frame, header, slot)
 
-    # -- input -----------------------------------------------------------------------------------
-    def _on_image(self, slot: CameraSlot, msg) -> None:
-        slot.put(msg, self.get_clock().now().nanoseconds)
-        with self._wake:
-            self._wake.notify()
-
-    def _pending(self) -> bool:
-        return any(s.peek_received() is not None for s in self.slots)
-
-    def _take(self) -> list[tuple[CameraSlot, Pending]]:
-        """Newest frame of each camera (or of the longest-waiting one), minus stale frames."""
-        ready = [s for s in self.slots if s.peek_received() is not None]
-        if ready and not self.cfg.batch_cameras:
-            ready = [min(ready, key=lambda s: s.peek_received() or 0.0)]
-        now = self.get_clock().now().nanoseconds
-        jobs = []
-        for slot in ready:
-            item = slot.take()
-            if item is None:
-                continue
-            stamp = stamp_ns(item.msg.header.stamp)
-            age = (now - (stamp if stamp > 0 else item.received_ros)) / 1e9
-            if self.max_age > 0 and age > self.max_age:
-                slot.count("dropped_stale")
-                self.get_logger().warning(
-                    f"camera {slot.name or '/'}: dropped a frame {age:.2f} s old (max_age "
-                    f"{self.max_age} s; check clock sync / use_sim_time)",
-                    throttle_duration_sec=THROTTLE)
-                continue
-            jobs.append((slot, item))
-        return jobs
-
-    # -- inference worker ------------------------------------------------------------------------
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            with self._wake:
-                self._wake.wait_for(lambda: self._stop.is_set() or self._pending(), timeout=0.5)
-            if self._stop.is_set():
-                break
-            try:
-                jobs = self._take()
-                if jobs:
-                    self._process(jobs)
-            except Exception as exc:  # noqa: BLE001 - never let the worker die
-                if not self.context.ok():  # shutting down (Ctrl-C): publishers are gone
-                    break
-                self.get_logger().error(f"inference worker: {type(exc).__name__}: {exc}",
-                                        throttle_duration_sec=THROTTLE)
-
-    def _process(self, jobs: list[tuple[CameraSlot, Pending]]) -> None:
-        frames = []
-        for slot, item in jobs:
-            try:
-                frames.append((slot, item, decode_image(item.msg, self.cfg.max_image_pixels)))
-            except Exception as exc:  # noqa: BLE001 - ImageDecodeError or a converter bug
-                slot.count("conversion_errors")
-                self.get_logger().warning(
-                    f"camera {slot.name or '/'}: cannot convert image: {exc}",
-                    throttle_duration_sec=THROTTLE)
-        if not frames:
-            return
-        t0 = time.perf_counter()
-        try:
-            results = self.perception.process([rgb for _, _, rgb in frames])
-        except Exception as exc:  # noqa: BLE001 - e.g. out of memory on a huge frame
-            for slot, _, _ in frames:
-                slot.count("processing_errors")
-            self.get_logger().error(f"inference failed: {type(exc).__name__}: {exc}",
-                                    throttle_duration_sec=THROTTLE)
-            return
-        inference_ms = (time.perf_counter() - t0) * 1e3
-        for (slot, item, rgb), result in zip(frames, results):
-            try:
-                self._publish(slot, item.msg.header, rgb, result)
-            except Exception as exc:  # noqa: BLE001
-                if not self.context.ok():
-                    return
-                slot.count("processing_errors")
-                self.get_logger().error(f"publishing failed: {type(exc).__name__}: {exc}",
-                                        throttle_duration_sec=THROTTLE)
-                continue
-            now = self.get_clock().now().nanoseconds
-            stamp = stamp_ns(item.msg.header.stamp)
-            e2e = (now - (stamp if stamp > 0 else item.received_ros)) / 1e6
-            slot.record(inference_ms, e2e, (time.monotonic() - item.received) * 1e3)
-
-    def _publish(self, slot: CameraSlot, src_header, rgb, result) -> None:
-        """Every output topic someone subscribes to, with the source image's header."""
-        pubs, camera = self.pubs[slot.name], slot.camera
-        wanted = {name for name, pub in pubs.items() if pub.get_subscription_count() > 0}
-        hdr = messages.header((src_header.stamp.sec, src_header.stamp.nanosec),
-                              src_header.frame_id)
-        pose = self._pose(self.perception, slot, src_header) if camera is not None else None
-        out = messages.frame_messages(messages.FrameData(
-            self.perception, hdr, rgb, result, camera, pose, slot.tracker), wanted)
-        if len(out) < len(wanted):  # the outputs that need a camera model
-            slot.count("missing_camera_info")
-            self.get_logger().warning(
-                f"camera {slot.name or '/'}: no valid CameraInfo on "
-                f"{join(slot.name, self.cfg.camera_info_topic)} "
-                f"({slot.camera_error or 'none yet'}): no "
-                f"{', '.join(sorted(wanted - set(out)))}", throttle_duration_sec=THROTTLE)
-        for name, data in out.items():
-            pubs[name].publish(to_msg(pubs[name].msg_type, data))
-
-    def _publish_labels(self) -> None:
-        stamp = self.get_clock().now().to_msg()
-        hdr = messages.header((stamp.sec, stamp.nanosec), "")
-        names = list(self.perception.info.class_names)
-        for pub in self.label_pubs.values():
-            pub.publish(to_msg(pub.msg_type, messages.labels_msg(
-                hdr, names, self.perception.threshold_probability)))
-
     def _diagnostics_every(self, period: float) -> None:
         if self.diag_timer is not None:
             if abs(self.diag_timer.timer_period_ns - period * 1e9) < 1e3:
@@ -488,17 +352,15 @@ class PerceptionNode(LifecycleNode):
 
 
 def main(args=None) -> None:
-    """Run until SIGINT or SIGTERM. Any number of them, in any order (Ctrl-C in a terminal plus
-    the one from ros2 launch; systemd's SIGTERM), only request the stop: the node deactivates,
-    joins the worker, is destroyed and the process exits 0, never with a traceback.
+    """Run until SIGINT or SIGTERM. Any number of them, in any order (Ctrl-C plus ros2 launch's;
+    systemd's SIGTERM), only request the stop: the node deactivates, joins the worker, is
+    destroyed and the process exits 0, never with a traceback.
 
-    Run as a program (``args`` None) every ending goes through ``os._exit``: 0 after a stop,
-    2 for a parameter of the wrong type or out of range (one line), 1 for any other error. The
-    interpreter's own teardown of torch and timm takes seconds (1.9 s and 4.4 s measured on a
-    loaded 2-core machine), longer than ros2 launch waits before it escalates; and its final
-    garbage collection of the rclpy / Fast DDS objects hung (5 of 10 runs of
-    test_node_robustness.py on a loaded machine; faulthandler: "Garbage-collecting") or crashed
-    with SIGSEGV before every ending went this way."""
+    As a program (``args`` None) every ending goes through ``os._exit``: 0 after a stop, 2 for a
+    parameter of the wrong type or out of range (one line), 1 for any other error. The
+    interpreter's own teardown of torch and timm takes seconds (1.9 s and 4.4 s on a loaded 2-core
+    machine), longer than ros2 launch waits before it escalates, and its final garbage collection
+    of the rclpy / Fast DDS objects hung (5 of 10 runs of test_node_robustness.py) or crashed."""
     if args is not None:  # in-process (tests): errors propagate
         _run(args)
         return

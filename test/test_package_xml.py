@@ -159,7 +159,7 @@ def test_python_keys_cover_the_robot_install_requirements(rules):
     pip_names = {p.lower() for k, pkgs in by_package.items() if k.endswith("-pip") for p in pkgs}
     apt_to_pypi = {"python3-numpy": "numpy", "python3-opencv": "opencv-python-headless",
                    "python3-scipy": "scipy", "python3-yaml": "pyyaml", "python3-tqdm": "tqdm",
-                   "python3-torch": "torch"}
+                   "python3-torch": "torch", "python3-pil": "pillow"}
     covered = pip_names | {apt_to_pypi[k] for k in keys if not k.endswith("-pip")}
     assert covered <= names, f"keys without a requirement: {covered - names}"
     robot_txt = (REPO / "requirements" / "robot.txt").read_text()

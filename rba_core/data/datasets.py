@@ -2,30 +2,8 @@
 
 ``image`` is RGB uint8 [H, W, 3]; ``label`` is uint8 [H, W]: for anomaly sets 0 = normal,
 1 = anomaly, 255 = void; for closed-set sets the class (train) id, or the set's ``ignore_index``.
-Files are read lazily, one sample at a time. Folder layouts (``--root`` points at ROOT):
-
-- ``road_anomaly`` (Lis et al. 2019), either of
-    ROOT/images/<i>.jpg + ROOT/labels_masks/<i>.png       (the layout of ../shared/data/anomaly)
-    ROOT/frames/<name>.jpg + ROOT/frames/<name>.labels/labels_semantic.png   (original release)
-  labels 0 = background, 1 = road, 2 = anomaly -> 0, 0, 1; anything else void.
-- ``fs_static`` / ``fs_lost_found`` (Fishyscapes Static / Lost & Found validation), either of
-    ROOT/images/<i>.<ext> + ROOT/labels_masks/<i>.png
-    ROOT/original/<i>.<ext> + ROOT/labels/<i>.png
-  labels 0 normal, 1 anomaly, 255 (and anything else) void.
-- ``smiyc_anomaly`` / ``smiyc_obstacle`` (SegmentMeIfYouCan RoadAnomaly21 / RoadObstacle21,
-  ``dataset_AnomalyTrack`` / ``dataset_ObstacleTrack``):
-    ROOT/images/<fid>.jpg|.webp + ROOT/labels_masks/<fid>_labels_semantic.png
-  (labels are public for the validation frames only: unlabelled images are skipped, with a log
-  line); the simplified images/<i> + labels_masks/<i>.png layout works too. 0/1, else void.
-- ``cityscapes``: ROOT/leftImg8bit/<split>/<city>/<id>_leftImg8bit.png +
-  ROOT/gtFine/<split>/<city>/<id>_gtFine_labelTrainIds.png, or, where only
-  ``_gtFine_labelIds.png`` exists, labelIds mapped to trainIds with cityscapesscripts' label table.
-  19 classes, 255 ignored.
-- ``camvid`` (SegNet version): ROOT/<split>/<name>.png + ROOT/<split>annot/<name>.png, class ids
-  0..10, 11 = void (ignored).
-- ``folder``: ROOT/images/<name>.<ext> + ROOT/<labels_masks|labels|masks>/<name>.png with a label
-  map RAW:OUT[,RAW:OUT...] (e.g. ``0:0,2:1``); unlisted raw values become void (255). Task
-  ``anomaly`` (OUT in 0/1) or ``closed`` (OUT = class ids).
+Files are read lazily, one sample at a time. The folder layouts under ``--root`` (and the label
+values each set uses) are README's "Datasets" table, implemented by the readers below.
 """
 from __future__ import annotations
 

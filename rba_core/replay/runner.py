@@ -5,14 +5,11 @@ Three stages overlap, joined by bounded queues, so the network never waits for I
     reader thread (read + decode)  ->  main thread (backend)  ->  encode pool (obstacles,
     overlays, points, CDR)  ->  writer thread (segmented rosbag2, in frame order)
 
-The output bag holds the original image (and CameraInfo) messages and, per image topic, every
-output topic of the live node (``pipeline.messages``: same types, relative names, header stamps
-and frame ids) under ``OUTPUT_NAMESPACE``, and the bag's ``/tf_static``. The ground outputs use the
-bag's CameraInfo (K, D, binning, ROI) and, with ``ground_frame`` set, the camera pose from the
-bag's ``/tf_static`` (else the ``ground.*`` fallback, as the node). Obstacle ids come from one
-tracker per camera, updated in frame order although frames are encoded in parallel; the next id
-is kept in the bag's state, so a resumed replay never reuses an id. Crash safety and ``resume``
-come from :class:`~rba_core.replay.segments.SegmentedBagWriter`.
+The output bag (README "Output bag") holds what the live node would publish for every image
+topic (``pipeline.messages``: same types, names, stamps and frame ids) and its ``/tf_static``.
+Obstacle ids come from one tracker per camera, updated in frame order although frames are encoded
+in parallel; the next id is kept in the bag's state, so a resumed replay never reuses an id.
+Crash safety and ``resume`` come from :class:`~rba_core.replay.segments.SegmentedBagWriter`.
 """
 from __future__ import annotations
 

@@ -1,16 +1,11 @@
 """A rosbag2 writer that survives being killed: the bag is split into closed segments.
 
-A bag file that is still open is not readable (an MCAP file lacks its summary and footer, a
-rosbags sqlite3 file its committed transaction), so a killed writer would leave nothing. Here the
-output folder is a normal *split* rosbag2 bag (``NAME_0.mcap``, ``NAME_1.mcap``, ... like
-``ros2 bag record --max-bag-duration``): each segment is written under ``.partial/``, closed by
-rosbags, moved next to the others, and only then listed in ``metadata.yaml``, which is replaced
-atomically. At any moment the folder is a valid bag of every closed segment; a SIGKILL loses at
-most the open segment (``segment_frames`` / ``segment_seconds`` bound it), and Ctrl-C / SIGTERM
-close it properly. A write error (a full disk) drops the open segment the same way and is
-raised as one ``WriteError`` line naming the file. ``metadata.yaml``'s
-``custom_data['rba_replay']`` (JSON) records how many input frames the closed segments hold,
-which is where ``--resume`` restarts.
+A bag file still open is unreadable, so the output folder is a normal *split* rosbag2 bag
+(``NAME_0.mcap``, ``NAME_1.mcap``, ...): each segment is written under ``.partial/``, closed,
+moved next to the others, and only then listed in ``metadata.yaml`` (replaced atomically), whose
+``custom_data['rba_replay']`` (JSON) counts the input frames of the closed segments: where
+``--resume`` restarts. A kill, or a write error (one ``WriteError`` line), loses at most the open
+segment (README "Nothing lost on interruption").
 """
 from __future__ import annotations
 

@@ -1,23 +1,12 @@
 """ONNX Runtime / TensorRT without a hand-set input size: one graph per frame size, built on sight.
 
-``load_backend`` returns a ``SizeAdaptiveBackend`` for our ``.safetensors`` (or a preset) when the
-backend is onnxruntime or tensorrt (``auto`` included) and no ``input_size`` is given. The first
-frame of each size (or ``prepare(size)``, e.g. from a CameraInfo) exports the model at that size
-into the cache (once per model, size, batch, mode and scores) and builds or loads the engine; the
-frames of that size then run on it. Another size re-uses its cached export / engine or builds one.
-
-While a size is being built (a TensorRT engine takes minutes on a Jetson), ``warmup`` decides:
-
-- ``"wait"`` (``rba infer``, ``replay``, ``eval``, ``calibrate``): the frame's call blocks until its
-  engine is ready, so every frame of a run goes through the same backend;
-- ``"torch"`` (the node): the build runs in a background thread and frames of that size run on
-  eager PyTorch (same model, same outputs within 1e-4) until the engine is ready; the next frame
-  switches. A failed build leaves its size on torch (logged; ``status()['failed']``).
-
-Sizes beyond the first ``max_sizes`` distinct ones, and sizes too small to export (< 32 px), run
-on torch: a stream of odd sizes never turns into a stream of exports. One build runs at a time.
-``status()`` says what runs (backend, precision, sizes, what is building) for logs and
-/diagnostics.
+``load_backend`` returns a ``SizeAdaptiveBackend`` for our ``.safetensors`` (or a preset) on
+onnxruntime or tensorrt (``auto`` included) without ``input_size`` (README "Automatic sizes"). The
+first frame of each size (or ``prepare(size)``) exports and builds its graph, one build at a time.
+``warmup`` says what frames of a size still building do: ``"wait"`` (the CLI) blocks until it is
+ready; ``"torch"`` (the node) runs them on eager PyTorch meanwhile, where a failed build leaves
+them (``status()['failed']``). Sizes beyond the first ``max_sizes`` and under 32 px run on torch.
+``status()`` says what runs (backend, precision, sizes, what is building) for logs and /diagnostics.
 """
 from __future__ import annotations
 

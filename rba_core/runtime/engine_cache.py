@@ -1,28 +1,12 @@
 """On-disk cache of built artefacts: TensorRT engines and ONNX exports of our checkpoints.
 
-Every entry follows one protocol (``CacheEntry``), whatever it holds:
-
-- ``<name>`` (the artefact, plus any file its build writes beside it, e.g. ONNX external data)
-  and ``<name>.key``: JSON with the key the artefact was built for and the size and sha256 of
-  each of its files. An entry is used only if its key file matches the key asked for and every
-  file has the recorded size and sha256: a truncated or corrupted artefact, a stale key file
-  (another model hash / size / options / TensorRT / GPU), a key file without its artefact or an
-  artefact without its key file is rebuilt, never loaded (a warning names why).
-- Building happens under ``<name>.lock`` (``fcntl.flock``, see ``rba_core.files.file_lock``):
-  of several processes wanting the same missing entry one builds, the others wait and then use
-  it. The build writes into a private ``.<name>.*.tmp`` folder beside the entry; what it wrote
-  is checked (``validate``), then published by rename (fsync'ed), the key file last. A build
-  killed half-way leaves only its temporary folder, removed by the next build of that entry.
-  Without ``fcntl`` (Windows) two processes may build at once; each publishes whole files and
-  the sha256 check keeps a reader from using a mismatched pair.
-
-Engines: an engine is valid only for the exact graph, TensorRT version, GPU and precision it was
-built for, so its file name carries a digest of ``EngineKey`` (ONNX sha256 + TensorRT version +
-GPU name + compute capability + precision). Any change gives a new key, hence a rebuild, and the
-stale engines built from the same ONNX path at the same precision are removed.
-
-Location: ``$RBA_CACHE_DIR`` if set, else ``$XDG_CACHE_HOME/rba_ros``, else ``~/.cache/rba_ros``;
-engines under ``engines/``, ONNX exports of ``.safetensors`` models under ``onnx/``.
+Every entry follows one protocol (``CacheEntry``): ``<name>`` (plus any file its build writes
+beside it, e.g. ONNX external data) and ``<name>.key`` (JSON: the key it was built for, the size
+and sha256 of each file). An entry is used only if all of that matches, else it is rebuilt,
+never loaded (a warning says why). A build runs under ``<name>.lock`` (``files.file_lock``) in a
+private ``.<name>.*.tmp`` folder; what it wrote is checked (``validate``), then published by
+rename (fsync'ed), the key file last. README "Caches" and "Cache safety" give the whole protocol,
+the engine key (``EngineKey``: a change rebuilds and removes the stale engine) and the location.
 No TensorRT import here: this logic is tested without it.
 """
 from __future__ import annotations

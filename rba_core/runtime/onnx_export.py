@@ -16,12 +16,9 @@ JSON), ``classes``, ``colors``, ``scores`` (JSON lists), ``inference`` (exact|fa
 for this export), ``fp32_nodes`` (JSON list of node names TensorRT keeps in fp32 in an fp16
 engine: normalisation, pixel decoder, semantic inference, scores), ``source``/``source_sha256``.
 
-``--fp16`` never changes the ONNX file's numbers: weights and arithmetic stay fp32, so ONNX
-Runtime on CPU computes exactly what PyTorch fp32 does. It records ``precision=fp16``, which the
-TensorRT backend uses to build an fp16 engine with the ``fp32_nodes`` pinned to fp32: the
-backbone and transformer decoder run on fp16 tensor cores, while deformable sampling, the
-per-class map and the anomaly scores keep fp32 (the reference Mask2Former also runs its pixel
-decoder in fp32 under autocast).
+``--fp16`` never changes the ONNX file's numbers (weights and arithmetic stay fp32, so ONNX
+Runtime on CPU computes what PyTorch fp32 does): it records ``precision=fp16``, from which the
+TensorRT backend builds an fp16 engine with the ``fp32_nodes`` pinned to fp32 (README "Export").
 """
 from __future__ import annotations
 

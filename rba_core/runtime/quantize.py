@@ -1,20 +1,11 @@
 """int8 graphs: static QDQ quantization of an ``rba export`` graph (ONNX Runtime's quantizer).
 
-``quantize_int8`` calibrates activation ranges on real frames (MinMax) and writes a QDQ graph:
-Conv / MatMul / Gemm weights int8 per output channel, their input activations int8 per tensor,
-all symmetric (zero point 0), biases left in float (TensorRT's parser dequantizes int8 only, not
-ONNX Runtime's int32 biases): what TensorRT's explicit quantization builds int8 engines from.
-``FP32_SCOPES`` stay fp32 (the stem convolution and semantic inference's MatMul):
-``bench/int8_sensitivity.py`` measures each part's error when it alone is int8, and when all
-but it are.
-
-On a CPU, ONNX Runtime's fast int8 kernels take uint8 activations (u8 x s8); symmetric int8
-(zero point 0) and uint8 with zero point 128 hold exactly the same values, so
-``uint8_activations`` rewrites the activation Quantize/DequantizeLinear pairs in memory before a
-CPU session is created: same numbers, the fast kernels.
-
-Metadata added: ``precision`` = int8, ``int8_fp32_scopes`` (JSON list), ``int8_calibration``
-(where the frames came from, how many).
+``quantize_int8`` calibrates activation ranges on real frames (MinMax) and writes a QDQ graph
+(README "int8": the scheme and the measured ``FP32_SCOPES``); biases stay float (TensorRT's
+parser dequantizes int8 only, not ONNX Runtime's int32 biases). ``uint8_activations`` rewrites
+the activation Quantize/DequantizeLinear pairs to uint8 with zero point 128 (the same values) for
+ONNX Runtime's fast CPU kernels (u8 x s8). Metadata added: ``precision`` = int8,
+``int8_fp32_scopes`` (JSON list), ``int8_calibration`` (where the frames came from, how many).
 """
 from __future__ import annotations
 

@@ -1,21 +1,11 @@
 """TensorRT backend: builds (once) and runs an engine for an ``rba export`` graph.
 
-The engine is built with the ``tensorrt`` Python API from the ONNX file (fp32 without TF32, or
-fp16; with a workspace limit) and cached on disk by ``EngineCache`` under a key of ONNX sha256 +
-TensorRT version + GPU name + compute capability + precision: a launch with an unchanged key
-deserializes the cached engine (seconds) instead of rebuilding it (minutes). Inference uses
-device buffers allocated once (torch CUDA tensors bound with ``set_tensor_address``), pinned host
-buffers and ``execute_async_v3`` on a private stream.
-
-fp16 (TensorRT 10's weakly typed builder): the ``BuilderFlag.FP16`` flag lets TensorRT pick fp16
-kernels, and every layer coming from an ONNX node listed in the graph's ``fp32_nodes`` metadata
-(normalisation, pixel decoder, semantic inference, scores) is pinned to fp32. TensorRT >= 11 has
-no weak typing; there the engine is built in fp32 with a warning (an fp16 engine would need a
-mixed-precision ONNX).
-
-int8: a QDQ graph (``rba export --int8``, metadata ``precision`` int8) is built with
-``BuilderFlag.INT8``: TensorRT's explicit quantization runs the quantized Conv / MatMul in int8
-at the graph's calibrated scales; everything else stays fp32 (or fp16 with ``fp16``).
+The engine is built with the ``tensorrt`` Python API from the ONNX file (fp32 without TF32, fp16
+or int8 as README "Export" and "int8" say; with a workspace limit) and cached by ``EngineCache``.
+fp16 is TensorRT 10's weakly typed build: ``BuilderFlag.FP16``, and every layer from an ONNX node
+in the graph's ``fp32_nodes`` metadata pinned to fp32 (TensorRT >= 11: fp32, with a warning).
+Inference uses device buffers allocated once (torch CUDA tensors bound with
+``set_tensor_address``), pinned host buffers and ``execute_async_v3`` on a private stream.
 """
 from __future__ import annotations
 
