@@ -179,7 +179,7 @@ def _recipe(tmp_path, **extra):
     data = {
         "model": {"preset": "tiny", "overrides": {"decoder": {"num_queries": 8}}},
         "train": {"kind": "camvid", "root": str(tmp_path / "camvid"), "split": "train", "limit": 3},
-        "augment": {"base_size": [64, 96], "scale_range": [0.8, 1.2], "crop_size": [64, 96]},
+        "augment": {"short_sides": [58, 64, 70], "crop_size": [64, 96]},
         "loss": {"num_points": 256},
         "solver": {"iterations": 6, "batch_size": 2, "lr": 1e-3, "clip_grad_norm": 1.0},
         "output_dir": str(tmp_path / "run"), "log_period": 1, "eval_period": 1000,
@@ -227,7 +227,7 @@ def test_finetune_changes_only_the_head(camvid_link, data_dir):
 # -- training loop ---------------------------------------------------------------------------
 def test_tiny_model_overfits_a_few_camvid_images(camvid_link):
     cfg = _recipe(camvid_link, train={"limit": 2},
-                  augment={"base_size": [96, 128], "scale_range": [1.0, 1.0],
+                  augment={"short_sides": [96],
                            "crop_size": [96, 128], "flip": False, "color_jitter": False},
                   solver={"iterations": 120, "lr": 1e-3, "weight_decay": 0.0, "poly_power": 0.0,
                           "backbone_lr_multiplier": 1.0},

@@ -1,0 +1,95 @@
+"""Training details that must equal the released RbA / Mask2Former code (rba_reference.md,
+"RbA fine-tuning as released"): resize, weight decay groups, RbA loss, outlier pool, recipes."""
+import numpy as np
+import pytest
+from PIL import Image
+
+from rba_core.model import ModelConfig, build_model
+from rba_core.training.config import CAMVID_SHORT_SIDES, AugmentSpec, SolverSpec
+from rba_core.training.optim import build_optimizer
+from rba_core.training.transforms import TrainTransform, random_resize
+
+
+# -- resize ----------------------------------------------------------------------------------
+def test_camvid_short_sides_are_the_released_factors_on_360_px():
+    # released: int(x * 0.1 * 1024) for x = 5..20 (512 ... 2048); the same factors on 360 px
+    assert len(CAMVID_SHORT_SIDES) == 16
+    assert CAMVID_SHORT_SIDES[0] == 180 and CAMVID_SHORT_SIDES[5] == 360
+    assert CAMVID_SHORT_SIDES[-1] == 720
+    assert all(b - a == 36 for a, b in zip(CAMVID_SHORT_SIDES, CAMVID_SHORT_SIDES[1:]))
+
+
+def test_resize_draws_only_the_listed_short_sides():
+    sides = [100, 150, 240]
+    image = np.zeros((360, 480, 3), np.uint8)
+    label = np.zeros((360, 480), np.uint8)
+    rng = np.random.default_rng(0)
+    seen = set()
+    for _ in range(60):
+        im, lab = random_resize(image, label, sides, 0, rng)
+        assert im.shape[:2] == lab.shape
+        seen.add(im.shape[:2])
+    # aspect 4:3 kept, long side rounded half up: 100 -> 133.33 -> 133, 150 -> 200, 240 -> 320
+    assert seen == {(100, 133), (150, 200), (240, 320)}
+    # portrait images: the short side is the width; max_size caps the long side
+    im, _ = random_resize(np.zeros((400, 100, 3), np.uint8), np.zeros((400, 100), np.uint8),
+                          [50], 0, rng)
+    assert im.shape[:2] == (200, 50)
+    im, _ = random_resize(np.zeros((400, 100, 3), np.uint8), np.zeros((400, 100), np.uint8),
+                          [50], 120, rng)
+    assert im.shape[:2] == (120, 30)
+
+
+def test_resize_equals_pil_bilinear_and_nearest():
+    rng = np.random.default_rng(1)
+    image = rng.integers(0, 256, (36, 48, 3), dtype=np.uint8)
+    label = rng.integers(0, 12, (36, 48), dtype=np.uint8)
+    for side in (18, 72):  # shrink and enlarge
+        im, lab = random_resize(image, label, [side], 0, np.random.default_rng(0))
+        size = (im.shape[1], im.shape[0])
+        np.testing.assert_array_equal(im, np.asarray(Image.fromarray(image).resize(size, Image.BILINEAR)))
+        np.testing.assert_array_equal(lab, np.asarray(Image.fromarray(label).resize(size, Image.NEAREST)))
+        assert set(np.unique(lab)) <= set(np.unique(label))  # no interpolated label values
+
+
+def test_shrinking_is_antialiased():
+    # a 1-px checkerboard halved: an antialiased filter averages it to ~127 everywhere, while plain
+    # bilinear sampling at the pixel centres (OpenCV INTER_LINEAR) lands on single pixels
+    checker = ((np.indices((64, 64)).sum(0) % 2) * 255).astype(np.uint8)
+    image = np.repeat(checker[..., None], 3, axis=2)
+    im, _ = random_resize(image, checker, [32], 0, np.random.default_rng(0))
+    assert im.shape[:2] == (32, 32)
+    assert np.abs(im[2:-2, 2:-2].astype(float) - 127.5).max() < 2
+
+
+def test_train_transform_output_is_the_crop():
+    aug = AugmentSpec(short_sides=[64, 96], crop_size=[64, 64])
+    t = TrainTransform(aug, ignore=11)
+    im, lab = t(np.zeros((90, 120, 3), np.uint8), np.zeros((90, 120), np.uint8),
+                np.random.default_rng(0))
+    assert im.shape == (64, 64, 3) and lab.shape == (64, 64)
+
+
+# -- weight decay groups -----------------------------------------------------------------------
+def test_weight_decay_groups_as_released():
+    """Released Mask2Former: norms and nn.Embedding at 0, everything else (the pixel decoder's
+    level_embed included: a bare nn.Parameter) at the normal 0.05."""
+    model = build_model(ModelConfig.preset("tiny"))
+    opt, _ = build_optimizer(model, SolverSpec(weight_decay=0.05, lr=1e-4))
+    wd = {id(p): g["weight_decay"] for g in opt.param_groups for p in g["params"]}
+    by_name = {n: wd[id(p)] for n, p in model.named_parameters()}
+    assert by_name["pixel_decoder.encoder.level_embed"] == 0.05
+    for name in ("decoder.level_embed.weight", "decoder.query_feat.weight",
+                 "decoder.query_embed.weight", "decoder.decoder_norm.weight"):
+        assert by_name[name] == 0.0, name
+    assert by_name["decoder.class_embed.weight"] == 0.05
+    assert by_name["decoder.mask_embed.layers.0.bias"] == 0.05
+    # every BatchNorm / GroupNorm / LayerNorm parameter at 0, every conv weight at 0.05
+    import torch.nn as nn
+    for mod_name, mod in model.named_modules():
+        for p_name, _ in mod.named_parameters(recurse=False):
+            full = f"{mod_name}.{p_name}"
+            if isinstance(mod, (nn.BatchNorm2d, nn.GroupNorm, nn.LayerNorm)):
+                assert by_name[full] == 0.0, full
+            elif isinstance(mod, nn.Conv2d):
+                assert by_name[full] == 0.05, full
