@@ -88,8 +88,9 @@ def test_rba_hinge_loss_by_hand():
     rba = -(np.tanh(0.6) + np.tanh(0.1))
     labels = torch.zeros(1, 16, 16, dtype=torch.long)
     labels[0, :4] = 254
-    for kind, ref in [("hinge", max(0, 5 - rba) ** 2), ("mse", (rba - 5) ** 2),
-                      ("l1", abs(rba - 5))]:
+    # released: 0.5 * (inlier term, always 0, + outlier term)
+    for kind, ref in [("hinge", 0.5 * max(0, 5 - rba) ** 2), ("mse", 0.5 * (rba - 5) ** 2),
+                      ("l1", 0.5 * abs(rba - 5))]:
         loss = rba_loss(logits, masks, labels, 254, 255, kind, alpha=5.0)
         assert loss.item() == pytest.approx(ref, rel=1e-5), kind
     # alpha below the score: the hinge is inactive

@@ -93,3 +93,85 @@ def test_weight_decay_groups_as_released():
                 assert by_name[full] == 0.0, full
             elif isinstance(mod, nn.Conv2d):
                 assert by_name[full] == 0.05, full
+
+
+# -- RbA loss: released criterion ---------------------------------------------------------------
+def _upsample_align_corners(x: np.ndarray, h: int, w: int) -> np.ndarray:
+    """Bilinear upsampling with align_corners=True, separably with np.interp: [h0, w0] -> [h, w]."""
+    h0, w0 = x.shape
+    ys, xs = np.linspace(0, h0 - 1, h), np.linspace(0, w0 - 1, w)
+    rows = np.stack([np.interp(ys, np.arange(h0), x[:, j]) for j in range(w0)], 1)  # [h, w0]
+    return np.stack([np.interp(xs, np.arange(w0), rows[i]) for i in range(h)], 0)
+
+
+def _released_rba_term(logits: np.ndarray, masks: np.ndarray, labels: np.ndarray,
+                       alpha: float = 5.0) -> float:
+    """The released per-prediction outlier loss, by hand: logits [Q, K+1], masks [Q, h, w]."""
+    p = np.exp(logits) / np.exp(logits).sum(-1, keepdims=True)  # softmax over K+1
+    sem = np.einsum("qk,qhw->khw", p[:, :-1], 1 / (1 + np.exp(-masks)))
+    s = _upsample_align_corners(-np.tanh(sem).sum(0), *labels.shape)
+    inlier = (labels != 254) & (labels != 255)
+    loss = np.mean(np.maximum(s[inlier], 0) ** 2)  # always 0: s <= 0
+    if (labels == 254).any():
+        loss = 0.5 * (loss + np.mean(np.maximum(alpha - s[labels == 254], 0) ** 2))
+    return loss
+
+
+def _prediction(rng):
+    import torch
+    return {"pred_logits": torch.tensor(rng.normal(0, 2, (1, 3, 4)), dtype=torch.float32),
+            "pred_masks": torch.tensor(rng.normal(0, 2, (1, 3, 2, 3)), dtype=torch.float32)}
+
+
+@pytest.mark.parametrize("n_aux", [1, 3])  # decoder layers 1 (DEC_LAYERS 2) and 3
+def test_rba_loss_on_final_and_every_aux_prediction_by_hand(n_aux):
+    import torch
+
+    from rba_core.training.config import LossSpec
+    from rba_core.training.criterion import SetCriterion
+    rng = np.random.default_rng(n_aux)
+    outputs = _prediction(rng)
+    outputs["aux_outputs"] = [_prediction(rng) for _ in range(n_aux)]
+    labels = np.array([[0, 254, 1, 254, 255, 2, 254]] * 5)  # outlier, inlier and void pixels
+    crit = SetCriterion(3, LossSpec(num_points=16, rba="hinge"), ignore_label=255)
+    losses = crit(outputs, torch.tensor(labels)[None])
+    names = ["loss_rba"] + [f"loss_rba_{i}" for i in range(n_aux)]
+    assert sorted(k for k in losses if k.startswith("loss_rba")) == sorted(names)
+    for name, out in zip(names, [outputs] + outputs["aux_outputs"]):
+        ref = _released_rba_term(out["pred_logits"][0].numpy(), out["pred_masks"][0].numpy(), labels)
+        assert ref > 12.5  # 0.5 * alpha^2 is the floor
+        assert losses[name].item() == pytest.approx(ref, rel=1e-5), name
+    # the pre-issue-14 objective stays available, named for what it is: final prediction only,
+    # weight 2 (= 1.0 x the squared hinge)
+    old = SetCriterion(3, LossSpec(num_points=16, rba="hinge", rba_aux=False, rba_weight=2.0), 255)
+    old_losses = old(outputs, torch.tensor(labels)[None])
+    assert [k for k in old_losses if k.startswith("loss_rba")] == ["loss_rba"]
+    final = labels == 254
+    s = _upsample_align_corners(-np.tanh(np.einsum(
+        "qk,qhw->khw", torch.softmax(outputs["pred_logits"][0], -1)[:, :-1].numpy(),
+        torch.sigmoid(outputs["pred_masks"][0]).numpy())).sum(0), *labels.shape)
+    assert old_losses["loss_rba"].item() == pytest.approx(np.mean((5 - s[final]) ** 2), rel=1e-5)
+
+
+@pytest.mark.parametrize("layers", [1, 3])
+def test_tiny_model_gets_one_rba_loss_per_prediction(layers):
+    import torch
+
+    from rba_core.training.config import LossSpec
+    from rba_core.training.criterion import SetCriterion
+    torch.manual_seed(0)
+    model = build_model(ModelConfig.preset("tiny", decoder={"layers": layers, "num_queries": 8}))
+    outputs = model(torch.rand(1, 3, 64, 64) * 255)
+    assert len(outputs["aux_outputs"]) == layers  # query-only prediction + one per layer but last
+    labels = np.full((64, 64), 3)
+    labels[10:30, 20:40] = 254
+    crit = SetCriterion(11, LossSpec(num_points=64, rba="hinge"), ignore_label=11)
+    losses = crit(outputs, torch.tensor(labels)[None])
+    preds = [outputs] + outputs["aux_outputs"]
+    names = ["loss_rba"] + [f"loss_rba_{i}" for i in range(layers)]
+    for name, out in zip(names, preds):
+        # labels use ignore 11 here: map it to the 255 of the hand formula
+        lab = np.where(labels == 11, 255, labels)
+        ref = _released_rba_term(out["pred_logits"][0].detach().numpy(),
+                                 out["pred_masks"][0].detach().numpy(), lab)
+        assert losses[name].item() == pytest.approx(ref, rel=1e-4), name

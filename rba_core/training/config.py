@@ -83,7 +83,10 @@ class LossSpec:
     deep_supervision: bool = True
     rba: Literal["none", "hinge", "mse", "l1", "bce"] = "none"
     rba_alpha: float = 5.0
-    rba_weight: float = 1.0
+    rba_weight: float = 1.0           # per prediction (released: 1)
+    # released: the RbA loss on the final AND every auxiliary prediction. Before issue 14 rba_core
+    # used the final one only at twice the weight: rba_aux false + rba_weight 2.0 reproduces that.
+    rba_aux: bool = True
 
     def __post_init__(self):
         check(self.num_points > 0, "num_points", "must be positive")
