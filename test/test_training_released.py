@@ -1,5 +1,7 @@
 """Training details that must equal the released RbA / Mask2Former code (rba_reference.md,
 "RbA fine-tuning as released"): resize, weight decay groups, RbA loss, outlier pool, recipes."""
+from pathlib import Path
+
 import numpy as np
 import pytest
 from PIL import Image
@@ -175,3 +177,68 @@ def test_tiny_model_gets_one_rba_loss_per_prediction(layers):
         ref = _released_rba_term(out["pred_logits"][0].detach().numpy(),
                                  out["pred_masks"][0].detach().numpy(), lab)
         assert losses[name].item() == pytest.approx(ref, rel=1e-4), name
+
+
+# -- outlier pool (Meta-OoD's script, as released) ----------------------------------------------
+def _tiny_coco(tmp_path):
+    """4 images: kite + crowd kite, crowd person only, no annotation, car. Returns the JSON path."""
+    import json
+
+    import cv2
+    from pycocotools import mask as mask_util
+    h, w = 40, 60
+    images = []
+    for i in range(1, 5):
+        name = f"{i:03d}.jpg"
+        cv2.imwrite(str(tmp_path / name), np.full((h, w, 3), 40 * i, np.uint8))
+        images.append({"id": i, "file_name": name, "height": h, "width": w})
+    crowd = np.zeros((h, w), np.uint8, order="F")
+    crowd[30:36, 40:50] = 1  # 60 px
+    rle = mask_util.encode(crowd)
+    rle["counts"] = rle["counts"].decode()
+    square = [[5.0, 5.0, 15.0, 5.0, 15.0, 15.0, 5.0, 15.0]]  # 10 x 10 polygon
+    anns = [
+        {"id": 1, "image_id": 1, "category_id": 38, "segmentation": square, "iscrowd": 0,
+         "area": 100.0, "bbox": [5, 5, 10, 10]},
+        {"id": 2, "image_id": 1, "category_id": 38, "segmentation": rle, "iscrowd": 1,
+         "area": 60.0, "bbox": [40, 30, 10, 6]},
+        {"id": 3, "image_id": 2, "category_id": 1, "segmentation": rle, "iscrowd": 1,
+         "area": 60.0, "bbox": [40, 30, 10, 6]},
+        {"id": 4, "image_id": 4, "category_id": 3, "segmentation": square, "iscrowd": 0,
+         "area": 100.0, "bbox": [5, 5, 10, 10]},
+    ]
+    cats = [{"id": 1, "name": "person"}, {"id": 3, "name": "car"}, {"id": 38, "name": "kite"}]
+    path = tmp_path / "instances.json"
+    path.write_text(json.dumps({"images": images, "annotations": anns, "categories": cats}))
+    return path
+
+
+def test_outlier_pool_keeps_crowd_regions_and_images_without_annotations(tmp_path):
+    from rba_core.training.anomalymix import OutlierBank, paste
+    bank = OutlierBank.from_source(str(_tiny_coco(tmp_path)), num_objects=300)
+    # image 2 (only a crowd person) and 4 (a car) are excluded; 1 and 3 stay
+    assert sorted(o.source for o in bank.objects) == ["001.jpg", "003.jpg"]
+    kite = next(o for o in bank.objects if o.source == "001.jpg")
+    # the mask is the union of the polygon (pycocotools rasterises it) and the crowd region
+    assert kite.mask.shape == (31, 45)  # rows 5..35, columns 5..49
+    assert kite.mask[25:31, 35:45].all() and kite.mask.sum() > 60 + 90
+    empty = next(o for o in bank.objects if o.source == "003.jpg")
+    assert not empty.mask.any()
+    image, label = np.zeros((20, 20, 3), np.uint8), np.zeros((20, 20), np.uint8)
+    out_image, out_label = paste(image, label, empty, np.random.default_rng(0), 254)
+    assert (out_image == image).all() and (out_label == label).all()  # pastes nothing
+
+
+def test_outlier_pool_keeps_yolo_images_without_a_label_file(tmp_path):
+    import cv2
+
+    from rba_core.training.anomalymix import OutlierBank
+    for sub in ("images/train", "labels/train"):
+        (tmp_path / sub).mkdir(parents=True)
+    for name in ("a", "b", "c"):
+        cv2.imwrite(str(tmp_path / "images/train" / f"{name}.jpg"), np.zeros((20, 30, 3), np.uint8))
+    (tmp_path / "labels/train/a.txt").write_text("33 0.1 0.1 0.5 0.1 0.5 0.5\n")  # kite
+    (tmp_path / "labels/train/b.txt").write_text("2 0.1 0.1 0.5 0.1 0.5 0.5\n")  # car
+    bank = OutlierBank.from_source(str(tmp_path))
+    assert sorted(Path(o.source).name for o in bank.objects) == ["a.jpg", "c.jpg"]
+    assert [o.mask.any() for o in sorted(bank.objects, key=lambda o: o.source)] == [True, False]
