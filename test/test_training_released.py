@@ -242,3 +242,86 @@ def test_outlier_pool_keeps_yolo_images_without_a_label_file(tmp_path):
     bank = OutlierBank.from_source(str(tmp_path))
     assert sorted(Path(o.source).name for o in bank.objects) == ["a.jpg", "c.jpg"]
     assert [o.mask.any() for o in sorted(bank.objects, key=lambda o: o.source)] == [True, False]
+
+
+# -- the released *_map_coco recipes (Cityscapes + Mapillary Vistas) ----------------------------
+# Cityscapes train id -> a Mapillary Vistas v1.2 id of that class (from Mapillary's category list:
+# 13 road, 15 sidewalk, 17 building, 6 wall, 3 fence, 45 pole, 48 traffic light, 50 traffic sign
+# (front), 30 vegetation, 29 terrain, 27 sky, 19 person, 20 bicyclist, 55 car, 61 truck, 54 bus,
+# 58 on rails, 57 motorcycle, 52 bicycle)
+TRAIN_ID_TO_MAPILLARY = [13, 15, 17, 6, 3, 45, 48, 50, 30, 29, 27, 19, 20, 55, 61, 54, 58, 57, 52]
+MAP_RECIPES = ["cityscapes_swin_b_1dl_rba_map_coco.yaml", "cityscapes_swin_l_1dl_rba_map_coco.yaml"]
+
+
+@pytest.mark.parametrize("name", MAP_RECIPES)
+def test_map_coco_recipes_are_the_released_settings(name, monkeypatch):
+    from conftest import REPO
+    from rba_core.training.config import TrainConfig
+    cfg = TrainConfig.load(str(REPO / "training" / name))
+    swin_l = "swin_l" in name
+    assert cfg.anomaly_mix.p_out == 0.5 and cfg.anomaly_mix.num_objects == 50000
+    assert cfg.anomaly_mix.min_side == 480
+    assert cfg.solver.lr == (1e-5 if swin_l else 1e-4)
+    assert cfg.solver.iterations == (90000 if swin_l else 30000)
+    assert cfg.solver.scope == "head" and cfg.solver.batch_size == 16
+    assert cfg.augment.short_sides == [1024, 1228] and cfg.augment.max_size == 8192
+    assert cfg.train.kind == "cityscapes" and len(cfg.train_extra) == 1
+    mapping = {int(k): v for k, v in cfg.train_extra[0].label_map.items()}
+    for train_id, mapillary_id in enumerate(TRAIN_ID_TO_MAPILLARY):
+        assert mapping[mapillary_id] == train_id
+    # void, animals, other barriers, water ... are not mapped (void)
+    assert not {0, 1, 4, 5, 31, 63, 64, 65} & set(mapping)
+
+
+@pytest.mark.parametrize("name", MAP_RECIPES)
+def test_map_coco_recipe_runs_two_iterations_on_the_fixtures(name, data_dir, tmp_path):
+    """The recipe as shipped, pointed at the Cityscapes fixture, a Mapillary-coded copy of it and
+    coco128-seg, with a tiny Cityscapes model and small sizes."""
+    import json
+
+    import cv2
+    import yaml
+
+    from conftest import REPO, require
+    from rba_core.checkpoint import save_model
+    from rba_core.model.config import CITYSCAPES_CLASSES, CITYSCAPES_COLORS
+    from rba_core.training.config import TrainConfig
+    from rba_core.training.trainer import Trainer
+    fixture = require(data_dir / "cityscapes_fixture")
+    coco = require(data_dir / "outliers" / "coco128-seg")
+    frame = next((fixture / "leftImg8bit" / "val").rglob("*.png"))
+    train_ids = cv2.imread(str(next((fixture / "gtFine" / "val").rglob("*labelTrainIds.png"))),
+                           cv2.IMREAD_UNCHANGED)
+    mapillary = tmp_path / "mapillary" / "training"
+    (mapillary / "images").mkdir(parents=True)
+    (mapillary / "labels").mkdir()
+    cv2.imwrite(str(mapillary / "images" / "m.jpg"), cv2.imread(str(frame)))
+    lut = np.full(256, 65, np.uint8)  # 65 = Mapillary's "unlabeled"
+    lut[:19] = TRAIN_ID_TO_MAPILLARY
+    cv2.imwrite(str(mapillary / "labels" / "m.png"), lut[train_ids])
+
+    data = yaml.safe_load((REPO / "training" / name).read_text())
+    model = build_model(ModelConfig.preset("tiny", class_names=CITYSCAPES_CLASSES,
+                                           colors=CITYSCAPES_COLORS, ignore_value=255,
+                                           decoder={"num_queries": 8}))
+    data["model"]["init"] = str(save_model(model, tmp_path / "init.safetensors"))
+    data["train"] = data["val"] = {"kind": "cityscapes", "root": str(fixture), "split": "val"}
+    data["train_extra"][0]["root"] = str(mapillary)
+    data["anomaly_val"] = {}
+    data["anomaly_mix"].update(source=str(coco), images="", num_objects=5)
+    data["augment"].update(short_sides=[128], crop_size=[128, 256])
+    data["loss"]["num_points"] = 256
+    data["solver"].update(iterations=2, batch_size=2, amp=False)
+    data.update(output_dir=str(tmp_path / "run"), num_workers=0, log_period=1, threads=1)
+    path = tmp_path / "recipe.yaml"
+    path.write_text(yaml.safe_dump(data))
+    trainer = Trainer(TrainConfig.load(str(path)))
+    # the Mapillary copy, read through the recipe's label map, gives back the fixture's train ids
+    from rba_core.training.data import open_training_set
+    _, _, label = open_training_set(trainer.cfg.train_extra[0])[0]
+    np.testing.assert_array_equal(label, np.where(train_ids < 19, train_ids, 255))
+    trainer.run()
+    rows = [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["iter"] for r in rows if "loss" in r] == [1, 2]
+    assert {"loss_rba", "loss_rba_0"} <= set(rows[0])
+    assert (tmp_path / "run" / "model_final.safetensors").is_file()

@@ -10,6 +10,7 @@ closed-set targets), before the other augmentations.
 from __future__ import annotations
 
 import logging
+from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -126,15 +127,32 @@ def load_coco_objects(annotations: Path, images: Path, min_side: int) -> list[tu
 
 
 class OutlierBank:
-    """The fixed sample of outlier objects used for the whole run."""
+    """The fixed sample of outlier source images used for the whole run. Objects are read when
+    first pasted and kept in a bounded cache (the released map_coco recipes draw from up to 50000
+    COCO images; the CamVid recipe's 57 all stay in memory)."""
 
-    def __init__(self, objects: list[OutlierObject]):
-        if not objects:
+    def __init__(self, sources: list[tuple[str, callable]], cache_size: int = 1024):
+        if not sources:
             raise RbaError("AnomalyMix: no outlier objects passed the class filter")
-        self.objects = objects
+        self.sources, self.cache_size = sources, cache_size
+        self._cache: OrderedDict[int, OutlierObject] = OrderedDict()
 
     def __len__(self) -> int:
-        return len(self.objects)
+        return len(self.sources)
+
+    def __getitem__(self, i: int) -> OutlierObject:
+        obj = self._cache.get(i)
+        if obj is None:
+            name, load = self.sources[i]
+            obj = self._cache[i] = _crop(*load(), name)
+            if len(self._cache) > self.cache_size:
+                self._cache.popitem(last=False)
+        return obj
+
+    @property
+    def objects(self) -> list[OutlierObject]:
+        """Every object (reads them all)."""
+        return [self[i] for i in range(len(self))]
 
     @classmethod
     def from_source(cls, source: str, images: str = "", num_objects: int = 300,
@@ -152,11 +170,8 @@ class OutlierBank:
                            f"(min_side={min_side})")
         rng = np.random.default_rng(seed)
         pick = rng.permutation(len(sources))[:num_objects]
-        objects = [_crop(*sources[i][1](), sources[i][0]) for i in sorted(pick)]
-        empty = sum(not o.mask.any() for o in objects)
-        log.info("AnomalyMix: %d outlier objects (%d without annotations) from %d eligible images",
-                 len(objects), empty, len(sources))
-        return cls(objects)
+        log.info("AnomalyMix: %d outlier source images of %d eligible", len(pick), len(sources))
+        return cls([sources[i] for i in sorted(pick)])
 
 
 def paste(image: np.ndarray, label: np.ndarray, obj: OutlierObject, rng: np.random.Generator,
@@ -199,6 +214,6 @@ class AnomalyMix:
     def __call__(self, image: np.ndarray, label: np.ndarray, rng: np.random.Generator):
         if rng.random() >= self.p_out:
             return image, label
-        obj = self.bank.objects[int(rng.integers(len(self.bank)))]
+        obj = self.bank[int(rng.integers(len(self.bank)))]
         scale = float(rng.uniform(*self.scale_range))
         return paste(image, label, obj, rng, self.outlier_label, scale)

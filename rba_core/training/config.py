@@ -121,6 +121,8 @@ class SolverSpec:
 class TrainConfig:
     model: ModelSpec = field(default_factory=ModelSpec)
     train: DataSpec = field(default_factory=DataSpec)
+    # more training sets, concatenated with ``train`` (detectron2: several DATASETS.TRAIN names)
+    train_extra: list[DataSpec] = field(default_factory=list)
     val: DataSpec | None = None
     anomaly_val: dict[str, str] = field(default_factory=dict)  # {dataset: name, root: dir}
     augment: AugmentSpec = field(default_factory=AugmentSpec)
