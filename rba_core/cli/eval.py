@@ -62,6 +62,10 @@ def add_parser(sub) -> None:
                         "255 void); unlisted values are void. Example: 0:0,2:1")
     p.add_argument("--task", choices=("anomaly", "closed"), default=None,
                    help="folder dataset: anomaly (default) or closed-set labels")
+    p.add_argument("--smiyc-float16", action="store_true",
+                   help="smiyc protocol: cast score maps to float16 before binning and "
+                        "thresholding, as the SegmentMeIfYouCan benchmark stores them (needed "
+                        "for leaderboard-equal numbers; default: the maps' own precision)")
     p.add_argument("--limit", type=int, default=None, help="evaluate only the first N images")
     p.add_argument("--panels", type=int, default=2,
                    help="best and worst images drawn as qualitative panels (default: 2 each)")
@@ -77,7 +81,8 @@ def run(args: argparse.Namespace) -> int:
         modes=([m.strip() for m in args.inference.split(",") if m.strip()]
                if args.inference is not None else None),
         resize=parse_wxh(args.resize, "--resize"), device=args.device, split=args.split,
-        label_map=args.label_map, task=args.task, limit=args.limit, panels=args.panels)
+        label_map=args.label_map, task=args.task, limit=args.limit, panels=args.panels,
+        smiyc_float16=args.smiyc_float16)
     report = run_eval(cfg, sys.argv[1:] if sys.argv[1:2] == ["eval"] else None)
     print(markdown_table(report))
     print(f"wrote {', '.join(report['files'])} to {args.out}")

@@ -13,6 +13,7 @@ import shutil
 import tempfile
 import time
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 
 import cv2
@@ -59,6 +60,7 @@ class EvalConfig:
     task: str | None = None
     limit: int | None = None
     panels: int = 2                      # best and worst images drawn per run
+    smiyc_float16: bool = False          # smiyc protocol: maps cast to float16 (the leaderboard's)
 
 
 # -- prediction: image -> {mode: FrameOutputs at the image's resolution} --------------------------
@@ -173,9 +175,10 @@ class AnomalyEvaluator:
     """Per (mode, score): paper metrics (exact) or SMIYC pixel + component metrics."""
 
     def __init__(self, protocol: str, modes: list[str], scores: list[str], track: str,
-                 workdir: Path, panels: int):
+                 workdir: Path, panels: int, float16: bool = False):
         self.protocol, self.modes, self.scores, self.track = protocol, modes, scores, track
-        make = PaperMetrics if protocol == "paper" else SmiycPixelMetrics
+        self.float16 = float16
+        make = PaperMetrics if protocol == "paper" else partial(SmiycPixelMetrics, float16=float16)
         self.pixel = {(m, s): make() for m in modes for s in scores}
         self.picker = PanelPicker(panels)
         self.per_image: list[dict] = []
@@ -198,7 +201,7 @@ class AnomalyEvaluator:
         self.count += 1
 
     def _components(self, mode: str, score: str, threshold: float) -> dict:
-        comp = ComponentMetrics(self.track)
+        comp = ComponentMetrics(self.track, float16=self.float16)
         for i in range(self.count):
             comp.add(np.load(self.cache / f"{i}_{mode}_{score}.npy"),
                      np.load(self.cache / f"{i}_label.npy"), threshold)
@@ -289,7 +292,7 @@ def run_eval(cfg: EvalConfig, argv: list[str] | None = None) -> dict:
         evaluator = ClosedSetEvaluator(modes, class_names, dataset.ignore_index)
     else:
         evaluator = AnomalyEvaluator(protocol, modes, cfg.scores, dataset.track, out,
-                                     cfg.panels)
+                                     cfg.panels, cfg.smiyc_float16)
     start = time.perf_counter()
     for sample in tqdm(dataset, desc=f"eval {dataset.name}", unit="img"):
         evaluator.add(sample, predictor(sample.image))
@@ -306,6 +309,7 @@ def run_eval(cfg: EvalConfig, argv: list[str] | None = None) -> dict:
     else:
         results, curves = evaluator.results()
         report.update(protocol=protocol, track=dataset.track if protocol == "smiyc" else None,
+                      smiyc_float16=cfg.smiyc_float16 if protocol == "smiyc" else None,
                       scores=list(cfg.scores), results=results, per_image=evaluator.per_image)
         files += plots.plot_curves(out, curves, results)
         files += plots.plot_panels(out, evaluator.picker.picks(),
