@@ -325,3 +325,32 @@ def test_map_coco_recipe_runs_two_iterations_on_the_fixtures(name, data_dir, tmp
     assert [r["iter"] for r in rows if "loss" in r] == [1, 2]
     assert {"loss_rba", "loss_rba_0"} <= set(rows[0])
     assert (tmp_path / "run" / "model_final.safetensors").is_file()
+
+
+# -- synthetic outliers (more variety without evaluation data) ----------------------------------
+def test_synthetic_objects_are_reproducible_varied_shapes():
+    from rba_core.training.synthetic import synthetic_object
+    a_rgb, a_mask = synthetic_object(3, 5)
+    b_rgb, b_mask = synthetic_object(3, 5)
+    assert np.array_equal(a_rgb, b_rgb) and np.array_equal(a_mask, b_mask)
+    objects = [synthetic_object(3, i) for i in range(40)]
+    for rgb, mask in objects:
+        assert rgb.dtype == np.uint8 and rgb.shape[:2] == mask.shape
+        assert 120 <= min(mask.shape) and max(mask.shape) <= 480
+        assert 0.05 < mask.mean() < 1.0  # a shape, not its box
+        import cv2
+        n, _ = cv2.connectedComponents(mask.astype(np.uint8), connectivity=8)
+        assert n == 2  # one connected object (+ background)
+    # varied: many distinct mean colours and both flat and textured fills
+    means = {tuple(np.round(rgb[mask].mean(0) / 32).astype(int)) for rgb, mask in objects}
+    stds = [rgb[mask].std(0).max() for rgb, mask in objects]  # per channel
+    assert len(means) > 20 and min(stds) < 1 and max(stds) > 30
+
+
+def test_outlier_bank_adds_synthetic_objects(tmp_path):
+    from rba_core.training.anomalymix import OutlierBank
+    bank = OutlierBank.from_source(str(_tiny_coco(tmp_path)), num_objects=300, synthetic=4)
+    assert [o.source for o in bank.objects][-4:] == [f"synthetic/{i}" for i in range(4)]
+    assert len(bank) == 2 + 4 and all(o.mask.any() for o in bank.objects[-4:])
+    only = OutlierBank.from_source("", synthetic=3)
+    assert len(only) == 3

@@ -156,22 +156,29 @@ class OutlierBank:
 
     @classmethod
     def from_source(cls, source: str, images: str = "", num_objects: int = 300,
-                    min_side: int = 0, seed: int = 0) -> "OutlierBank":
-        """COCO JSON (pycocotools) or a YOLO-seg root; sample ``num_objects`` sources once."""
-        path = Path(source)
-        if path.is_file() and path.suffix == ".json":
+                    min_side: int = 0, seed: int = 0, synthetic: int = 0) -> "OutlierBank":
+        """COCO JSON (pycocotools) or a YOLO-seg root; sample ``num_objects`` sources once; add
+        ``synthetic`` random shape/texture objects (``synthetic.py``). ``source`` may be empty
+        when ``synthetic`` > 0."""
+        from .synthetic import synthetic_sources
+
+        path, sources = Path(source), []
+        if not source and synthetic > 0:
+            pass
+        elif path.is_file() and path.suffix == ".json":
             sources = load_coco_objects(path, Path(images) if images else path.parent, min_side)
         elif path.is_dir():
             sources = load_yolo_objects(path, min_side)
         else:
             raise RbaError(f"AnomalyMix source not found (COCO .json or YOLO-seg folder): {source}")
-        if not sources:
+        if source and not sources:
             raise RbaError(f"AnomalyMix: no image in {source} passes the class filter "
                            f"(min_side={min_side})")
         rng = np.random.default_rng(seed)
         pick = rng.permutation(len(sources))[:num_objects]
-        log.info("AnomalyMix: %d outlier source images of %d eligible", len(pick), len(sources))
-        return cls([sources[i] for i in sorted(pick)])
+        log.info("AnomalyMix: %d outlier source images of %d eligible, %d synthetic objects",
+                 len(pick), len(sources), synthetic)
+        return cls([sources[i] for i in sorted(pick)] + synthetic_sources(synthetic, seed))
 
 
 def paste(image: np.ndarray, label: np.ndarray, obj: OutlierObject, rng: np.random.Generator,

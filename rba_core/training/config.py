@@ -62,10 +62,14 @@ class AnomalyMixSpec:
     p_out: float = 0.1                # per training image
     scale_range: list[float] = field(default_factory=lambda: [1.0, 1.0])  # resize before paste
     outlier_label: int = 254
+    synthetic_objects: int = 0        # random shapes with random textures added to the pool
 
     def __post_init__(self):
         check(0.0 <= self.p_out <= 1.0, "p_out", "must be in [0, 1]")
         check(self.num_objects > 0, "num_objects", "must be positive")
+        check(self.synthetic_objects >= 0, "synthetic_objects", "must be >= 0")
+        check(not self.enabled or bool(self.source) or self.synthetic_objects > 0, "source",
+              "needs a COCO JSON or YOLO-seg folder (or synthetic_objects > 0)")
         check(len(self.scale_range) == 2 and 0 < self.scale_range[0] <= self.scale_range[1],
               "scale_range", "needs (min, max) with 0 < min <= max")
 

@@ -162,7 +162,8 @@ class Trainer:
         mix = None
         if cfg.anomaly_mix.enabled:
             m = cfg.anomaly_mix
-            bank = OutlierBank.from_source(m.source, m.images, m.num_objects, m.min_side, cfg.seed)
+            bank = OutlierBank.from_source(m.source, m.images, m.num_objects, m.min_side, cfg.seed,
+                                           m.synthetic_objects)
             self.info(f"AnomalyMix: {len(bank)} outlier objects, p_out={m.p_out}")
             mix = AnomalyMix(bank, m.p_out, m.outlier_label, tuple(m.scale_range))
         ignore = self.model.cfg.ignore_value
