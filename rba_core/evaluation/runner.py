@@ -51,6 +51,7 @@ class EvalConfig:
     task: str | None = None
     limit: int | None = None
     panels: int = 2                      # best and worst images drawn per run
+    smiyc_float16: bool = False          # smiyc protocol: maps cast to float16 (the leaderboard's)
 
     def __post_init__(self):
         check_fields(self)
@@ -157,7 +158,7 @@ def run_eval(cfg: EvalConfig, argv: list[str] | None = None) -> dict:
     keys = modes if closed else [(m, s) for m in modes for s in cfg.scores]
     evaluator = StreamingEvaluator(dataset.task, keys, protocol=protocol, track=dataset.track,
                                    class_names=class_names, ignore_index=dataset.ignore_index,
-                                   workdir=out)
+                                   workdir=out, float16=cfg.smiyc_float16)
     picker, per_image = PanelPicker(cfg.panels), []
     start = time.perf_counter()
     try:
