@@ -121,8 +121,9 @@ def test_eval_smiyc_protocol_on_official_layout(data_dir, model_file, tmp_path):
     assert "| msp | exact |" in (out / "results.md").read_text()
     # --smiyc-float16: the leaderboard's float16 maps, pixel and component metrics alike
     out16 = tmp_path / "eval16"
-    assert main(["eval", "--model", str(model_file), "--dataset", "smiyc_anomaly", "--root",
-                 str(root), "--scores", "msp", "--smiyc-float16", "--out", str(out16)]) == 0
+    assert main(["eval", "--model", str(model_file), "--backend", "torch", "--dataset",
+                 "smiyc_anomaly", "--root", str(root), "--scores", "msp", "--smiyc-float16",
+                 "--out", str(out16)]) == 0
     report16 = json.loads((out16 / "results.json").read_text())
     assert report16["smiyc_float16"] is True and report["smiyc_float16"] is False
     pixel, comp = SmiycPixelMetrics(float16=True), ComponentMetrics("anomaly", float16=True)

@@ -190,7 +190,8 @@ def run_eval(cfg: EvalConfig, argv: list[str] | None = None) -> dict:
         results = {m: {s: flat[m, s] for s in cfg.scores} for m in modes}
         curves = {m: {s: flat_curves[m, s] for s in cfg.scores} for m in modes}
         report.update(protocol=protocol, track=dataset.track if protocol == "smiyc" else None,
-                      scores=list(cfg.scores), results=results, per_image=per_image)
+                      scores=list(cfg.scores), results=results, per_image=per_image,
+                      smiyc_float16=cfg.smiyc_float16 if protocol == "smiyc" else None)
         files += plots.plot_curves(out, curves, results)
         files += plots.plot_panels(out, picker.picks(), f"{modes[0]} / {cfg.scores[0]}")
     report["timing"] = {"wall_s": time.perf_counter() - start, **predictor.timing()}
