@@ -119,6 +119,23 @@ def test_eval_smiyc_protocol_on_official_layout(data_dir, model_file, tmp_path):
     assert abs(got["ap"] - average_precision_score(labels[keep], scores[keep])) < 0.01
     assert not list(out.glob("smiyc_maps_*"))  # the temporary map cache is gone
     assert "| msp | exact |" in (out / "results.md").read_text()
+    # --smiyc-float16: the leaderboard's float16 maps, pixel and component metrics alike
+    out16 = tmp_path / "eval16"
+    assert main(["eval", "--model", str(model_file), "--backend", "torch", "--dataset",
+                 "smiyc_anomaly", "--root", str(root), "--scores", "msp", "--smiyc-float16",
+                 "--out", str(out16)]) == 0
+    report16 = json.loads((out16 / "results.json").read_text())
+    assert report16["smiyc_float16"] is True and report["smiyc_float16"] is False
+    pixel, comp = SmiycPixelMetrics(float16=True), ComponentMetrics("anomaly", float16=True)
+    for sample, res in pairs:
+        pixel.add(res.scores["msp"].astype(np.float16), sample.label)
+    ref16 = pixel.result()
+    for sample, res in pairs:
+        comp.add(res.scores["msp"].astype(np.float16), sample.label, ref16["best_f1_threshold"])
+    ref16.update(comp.result())
+    got16 = report16["results"]["exact"]["msp"]
+    for key in ("ap", "fpr95", "best_f1", "best_f1_threshold", "siou_gt", "mean_f1"):
+        assert got16[key] == pytest.approx(ref16[key], abs=1e-12, nan_ok=True), key
 
 
 def test_eval_camvid_miou(data_dir, model_file, tmp_path):

@@ -190,6 +190,57 @@ def test_smiyc_binned_ap_close_to_exact():
     assert r["num_pos"] + r["num_neg"] == s.size
 
 
+# Tiny frames computed by hand from the benchmark's binning (1c7804e): edges = {vmin - eps,
+# vmax + eps} + the quantiles of each class, eps = max(0.01 (vmax - vmin), 0.01); a bin counts at
+# its lower edge; AP = step sum with precision 1 before the first point.
+@pytest.mark.parametrize("scores, labels, ref", [
+    # scores reaching exactly 1.0: bins [.09,.1) [.1,.4) [.4,.6) [.6,1) [1,1.01]; at threshold
+    # 1.0 there are 2 true and 1 false positive (fixed edges 0 and 1 put them in the .6 bin)
+    ([.1, .4, .6, 1, 1, 1], [0, 0, 1, 1, 1, 0],
+     dict(ap=2 / 3 * 2 / 3 + 1 / 3 * 3 / 4, auroc=1 / 3 * 1 / 3 / 2 * 2 + 2 / 3, fpr95=1 / 3,
+          best_f1=6 / 7, best_f1_threshold=0.6)),
+    # scores outside [0, 1] (energy-like): thresholds 3 (TP 1, FP 1), 2 (2, 1), .5 (2, 2), -1 (2, 3)
+    ([-1, .5, 2, 3, 3], [0, 0, 1, 1, 0],
+     dict(ap=.5 * .5 + .5 * 2 / 3, auroc=1 / 3 * .5 / 2 + 2 / 3, fpr95=1 / 3, best_f1=.8,
+          best_f1_threshold=2.0)),
+    # RbA-like, all <= 0: thresholds 0 (TP 0, FP 1), -.5 (1, 2), -1.5 (2, 2), -2 (3, 2), -3 (3, 3)
+    ([-3, -2, -1.5, -.5, -.5, 0], [0, 1, 1, 1, 0, 0],
+     dict(ap=1 / 9 + 1 / 6 + 1 / 5, auroc=1 / 3 * 1 / 3 / 2 + 1 / 3, fpr95=2 / 3, best_f1=3 / 4,
+          best_f1_threshold=-2.0)),
+])
+def test_smiyc_bins_by_hand(scores, labels, ref):
+    r = smiyc([(np.array(scores, np.float32), np.array(labels))])
+    for key, value in ref.items():
+        assert r[key] == pytest.approx(value, abs=1e-6), key
+
+
+def test_smiyc_frame_edges_surround_the_frame_range():
+    from rba_core.metrics.smiyc import frame_histogram
+    pos, neg = np.array([.6, 1, 1]), np.array([.1, .4, 1])
+    edges, tp, fp = frame_histogram(pos, neg)
+    np.testing.assert_allclose(edges, [.09, .1, .4, .6, 1.0])  # lower edges; top edge 1.01
+    assert tp.tolist() == [0, 0, 0, 1, 2] and fp.tolist() == [0, 1, 1, 0, 1]
+    # a wide range: eps = 1 % of it
+    edges, _, _ = frame_histogram(np.array([50.0]), np.array([-50.0]))
+    np.testing.assert_allclose(edges, [-51, -50, 50])
+
+
+def test_smiyc_float16_cast_as_the_leaderboard():
+    # 0.50012 and 0.50024 differ in float32 but are both 0.5 in float16 (spacing 2^-11 near 0.5)
+    s, l = np.array([0.50012, 0.50024], np.float32), np.array([1, 0])
+    assert smiyc([(s, l)])["auroc"] == pytest.approx(0.0)
+    m = SmiycPixelMetrics(float16=True)
+    m.add(s, l)
+    assert m.result()["auroc"] == pytest.approx(0.5)  # a tie
+    # component metrics threshold the float16 map too
+    scores = np.full((40, 40), 0.50012, np.float32)
+    labels = np.ones((40, 40), np.uint8)
+    for float16, n_pred in ((False, 1), (True, 0)):
+        comp = ComponentMetrics("anomaly", float16=float16)
+        comp.add(scores, labels, 0.5)
+        assert comp.num_pred == n_pred
+
+
 def test_smiyc_perfect_and_empty():
     s = np.array([[0.9, 0.8], [0.1, 0.2]], np.float32)
     l = np.array([[1, 1], [0, 0]])

@@ -88,8 +88,9 @@ def test_rba_hinge_loss_by_hand():
     rba = -(np.tanh(0.6) + np.tanh(0.1))
     labels = torch.zeros(1, 16, 16, dtype=torch.long)
     labels[0, :4] = 254
-    for kind, ref in [("hinge", max(0, 5 - rba) ** 2), ("mse", (rba - 5) ** 2),
-                      ("l1", abs(rba - 5))]:
+    # released: 0.5 * (inlier term, always 0, + outlier term)
+    for kind, ref in [("hinge", 0.5 * max(0, 5 - rba) ** 2), ("mse", 0.5 * (rba - 5) ** 2),
+                      ("l1", 0.5 * abs(rba - 5))]:
         loss = rba_loss(logits, masks, labels, 254, 255, kind, alpha=5.0)
         assert loss.item() == pytest.approx(ref, rel=1e-5), kind
     # alpha below the score: the hinge is inactive
@@ -155,14 +156,18 @@ def test_paste_crops_objects_larger_than_the_image():
 def test_outlier_bank_from_real_coco_objects_respects_the_class_filter(data_dir):
     root = require(data_dir / "outliers" / "coco128-seg")
     bank = OutlierBank.from_source(str(root), num_objects=300, seed=0)
-    assert len(bank) == 55  # the images that contain no excluded class (data README)
+    # the 55 images that contain no excluded class (data README) + the 2 images without a label
+    # file (000000000250, 000000000508): as released, they stay in the pool and paste nothing
+    assert len(bank) == 57
+    assert sorted(Path(o.source).stem for o in bank.objects if not o.mask.any()) == [
+        "000000000250", "000000000508"]
     for obj in bank.objects:
         label = root / "labels" / "train2017" / (Path(obj.source).stem + ".txt")
         assert all(cls not in EXCLUDED_YOLO_IDS for cls, _ in yolo_polygons(label))
-        assert obj.mask.any() and obj.rgb.shape[:2] == obj.mask.shape
+        assert obj.rgb.shape[:2] == obj.mask.shape
     assert len(OutlierBank.from_source(str(root), num_objects=10, seed=1)) == 10
     big = OutlierBank.from_source(str(root), num_objects=300, min_side=480)
-    assert len(big) == 30
+    assert len(big) == 32  # 30 annotated (data README) + the 2 without annotations
 
 
 # -- fine-tuning scope -----------------------------------------------------------------------
@@ -179,7 +184,7 @@ def _recipe(tmp_path, **extra):
     data = {
         "model": {"preset": "tiny", "overrides": {"decoder": {"num_queries": 8}}},
         "train": {"kind": "camvid", "root": str(tmp_path / "camvid"), "split": "train", "limit": 3},
-        "augment": {"base_size": [64, 96], "scale_range": [0.8, 1.2], "crop_size": [64, 96]},
+        "augment": {"short_sides": [58, 64, 70], "crop_size": [64, 96]},
         "loss": {"num_points": 256},
         "solver": {"iterations": 6, "batch_size": 2, "lr": 1e-3, "clip_grad_norm": 1.0},
         "output_dir": str(tmp_path / "run"), "log_period": 1, "eval_period": 1000,
@@ -227,7 +232,7 @@ def test_finetune_changes_only_the_head(camvid_link, data_dir):
 # -- training loop ---------------------------------------------------------------------------
 def test_tiny_model_overfits_a_few_camvid_images(camvid_link):
     cfg = _recipe(camvid_link, train={"limit": 2},
-                  augment={"base_size": [96, 128], "scale_range": [1.0, 1.0],
+                  augment={"short_sides": [96],
                            "crop_size": [96, 128], "flip": False, "color_jitter": False},
                   solver={"iterations": 120, "lr": 1e-3, "weight_decay": 0.0, "poly_power": 0.0,
                           "backbone_lr_multiplier": 1.0},
@@ -294,7 +299,9 @@ def test_shipped_recipes_are_valid(recipe, monkeypatch):
     assert cfg.solver.iterations > 0
     if cfg.solver.scope == "head":  # fine-tuning recipes: the paper's RbA setting
         assert cfg.model.init and cfg.loss.rba == "hinge" and cfg.anomaly_mix.enabled
-        assert cfg.anomaly_mix.p_out == 0.1 and cfg.loss.rba_alpha == 5.0
+        # released: OOD probability 0.1 (coco), 0.5 (map_coco)
+        assert cfg.anomaly_mix.p_out == (0.5 if "map_coco" in recipe.name else 0.1)
+        assert cfg.loss.rba_alpha == 5.0
     if "camvid" in recipe.name:
         assert cfg.train.root == "/data/camvid"
 

@@ -62,6 +62,10 @@ def add_parser(sub) -> None:
                         "255 void); unlisted values are void. Example: 0:0,2:1")
     p.add_argument("--task", choices=("anomaly", "closed"), default=None,
                    help="folder dataset: anomaly (default) or closed-set labels")
+    p.add_argument("--smiyc-float16", action="store_true",
+                   help="smiyc protocol: cast score maps to float16 before binning and "
+                        "thresholding, as the SegmentMeIfYouCan benchmark stores them (needed "
+                        "for leaderboard-equal numbers; default: the maps' own precision)")
     p.add_argument("--limit", type=int, default=None, help="evaluate only the first N images")
     p.add_argument("--panels", type=int, default=2,
                    help="best and worst images drawn as qualitative panels (default: 2 each)")

@@ -34,9 +34,10 @@ class StreamingEvaluator:
     def __init__(self, task: str, keys: list[Hashable], *, protocol: str = "paper",
                  track: str = "anomaly", class_names: list[str] | None = None,
                  ignore_index: int = 255, pooled: bool = False,
-                 workdir: str | Path | None = None):
+                 workdir: str | Path | None = None, float16: bool = False):
         self.task, self.protocol, self.track = task, protocol, track
         self.class_names, self.ignore_index, self.keys = class_names, ignore_index, list(keys)
+        self.float16 = float16  # SMIYC: maps cast to float16 first, as the benchmark stores them
         self.acc = {k: self._accumulator() for k in self.keys + ([POOLED] if pooled else [])}
         self.smiyc = task == "anomaly" and protocol == "smiyc"
         self.workdir, self.cache, self.frames = workdir, None, 0
@@ -44,7 +45,9 @@ class StreamingEvaluator:
     def _accumulator(self):
         if self.task == "closed":
             return ConfusionMatrix(len(self.class_names), self.ignore_index)
-        return PaperMetrics() if self.protocol == "paper" else SmiycPixelMetrics()
+        if self.protocol == "paper":
+            return PaperMetrics()
+        return SmiycPixelMetrics(float16=self.float16)
 
     def add(self, label: np.ndarray, predictions: dict, where: str = "") -> None:
         """One frame: label [H, W] and, per key, scores (float) or class ids [H, W]."""
@@ -79,7 +82,8 @@ class StreamingEvaluator:
             self.cache = None
 
     def _components(self, key: Hashable, threshold: float) -> dict:
-        comp, k = ComponentMetrics(self.track), self.keys.index(key)
+        comp = ComponentMetrics(self.track, float16=self.float16)
+        k = self.keys.index(key)
         for i in range(self.frames):
             comp.add(np.load(self.cache / f"{i}_{k}.npy"),
                      np.load(self.cache / f"{i}_label.npy"), threshold)

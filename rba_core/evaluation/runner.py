@@ -51,6 +51,7 @@ class EvalConfig:
     task: str | None = None
     limit: int | None = None
     panels: int = 2                      # best and worst images drawn per run
+    smiyc_float16: bool = False          # smiyc protocol: maps cast to float16 (the leaderboard's)
 
     def __post_init__(self):
         check_fields(self)
@@ -157,7 +158,7 @@ def run_eval(cfg: EvalConfig, argv: list[str] | None = None) -> dict:
     keys = modes if closed else [(m, s) for m in modes for s in cfg.scores]
     evaluator = StreamingEvaluator(dataset.task, keys, protocol=protocol, track=dataset.track,
                                    class_names=class_names, ignore_index=dataset.ignore_index,
-                                   workdir=out)
+                                   workdir=out, float16=cfg.smiyc_float16)
     picker, per_image = PanelPicker(cfg.panels), []
     start = time.perf_counter()
     try:
@@ -189,7 +190,8 @@ def run_eval(cfg: EvalConfig, argv: list[str] | None = None) -> dict:
         results = {m: {s: flat[m, s] for s in cfg.scores} for m in modes}
         curves = {m: {s: flat_curves[m, s] for s in cfg.scores} for m in modes}
         report.update(protocol=protocol, track=dataset.track if protocol == "smiyc" else None,
-                      scores=list(cfg.scores), results=results, per_image=per_image)
+                      scores=list(cfg.scores), results=results, per_image=per_image,
+                      smiyc_float16=cfg.smiyc_float16 if protocol == "smiyc" else None)
         files += plots.plot_curves(out, curves, results)
         files += plots.plot_panels(out, picker.picks(), f"{modes[0]} / {cfg.scores[0]}")
     report["timing"] = {"wall_s": time.perf_counter() - start, **predictor.timing()}

@@ -1,19 +1,22 @@
 """The SegmentMeIfYouCan (SMIYC) benchmark protocol: binned pixel metrics and component metrics.
 
 A re-statement of the benchmark's ``metrics/pixel_classification*.py`` and
-``metrics/instance_segmentation.py`` (see ``docs/metrics.md``). Only pixels with label 0 or 1 count.
+``metrics/instance_segmentation.py`` (SegmentMeIfYouCan/road-anomaly-benchmark at 1c7804e; see
+``docs/metrics.md``). Only pixels with label 0 or 1 count.
 
-Pixel level: per frame the scores are histogrammed on bin edges {0, 1} + 384 quantiles of the
-anomaly pixels' scores + 384 quantiles of the normal pixels' scores (768 bins); each bin counts
-at its lower edge. The counts of all frames are pooled and sorted by threshold, high to low,
-repeated thresholds collapsed; AP is the step sum of precision over recall steps (precision 1
-before anything is predicted), FPR@95 the FPR at the first point with TPR >= 0.95 (1.0 if never),
-best F1 the maximum of 2TP / (2TP + FP + FN). Memory: about 770 bins per frame, not per pixel.
+Pixel level: per frame the scores are histogrammed on bin edges {vmin - eps, vmax + eps} (the
+frame's smallest and largest score, eps = max(0.01 (vmax - vmin), 0.01)) + 384 quantiles of the
+anomaly pixels' scores + 384 quantiles of the normal pixels' scores; each bin counts at its lower
+edge (NumPy closes the last bin, so the outer margin keeps the top score in a bin of its own). The
+counts of all frames are pooled and sorted by threshold, high to low, repeated thresholds
+collapsed; AP is the step sum of precision over recall steps (precision 1 before anything is
+predicted), FPR@95 the FPR at the first point with TPR >= 0.95 (1.0 if never), best F1 the
+maximum of 2TP / (2TP + FP + FN), at the threshold of that point. Memory: about 770 bins per
+frame, not per pixel. ``float16=True`` casts each score map to float16 first, as the benchmark
+stores the maps it scores (leaderboard-equal numbers need it).
 
-Two deliberate differences from the benchmark's code, both where it is internally inconsistent:
-every run of repeated thresholds is collapsed (the benchmark always keeps the first entry of the
-first run), and the best-F1 threshold is the threshold of the best point itself (the benchmark
-indexes its un-collapsed threshold list with the index of the collapsed curve).
+One deliberate difference from the benchmark's code: every run of repeated thresholds is
+collapsed (the benchmark keeps each repeated entry as its own curve point).
 
 Component level (``ComponentMetrics``), at a score threshold (the best-F1 one): prediction =
 score > threshold outside void; 8-connected components; predicted components under
@@ -50,8 +53,13 @@ TRACKS = {"anomaly": Track(500, 100), "obstacle": Track(50, 10)}
 
 
 def frame_histogram(pos: np.ndarray, neg: np.ndarray, num_bins: int = NUM_BINS):
-    """One frame's quantile-binned counts: (lower bin edges, anomaly counts, normal counts)."""
-    edges = [np.array([0.0, 1.0])]
+    """One frame's quantile-binned counts: (lower bin edges, anomaly counts, normal counts).
+
+    Computed in the scores' own dtype, as the benchmark does (float16 maps stay float16)."""
+    both = np.concatenate([pos, neg])
+    vmin, vmax = np.min(both), np.max(both)
+    eps = np.maximum((vmax - vmin) * 1e-2, 1e-2)  # a margin around the frame's range
+    edges = [np.array([vmin - eps, vmax + eps])]
     for values in (pos, neg):
         if values.size:
             edges.append(np.quantile(values, np.linspace(0, 1, min(num_bins // 2, values.size))))
@@ -62,16 +70,21 @@ def frame_histogram(pos: np.ndarray, neg: np.ndarray, num_bins: int = NUM_BINS):
 
 
 class SmiycPixelMetrics:
-    """Streaming SMIYC pixel metrics: binned AP, FPR@95 (TPR >= 0.95), AUROC, best F1."""
+    """Streaming SMIYC pixel metrics: binned AP, FPR@95 (TPR >= 0.95), AUROC, best F1.
+    ``float16``: score maps cast to float16 first, as the benchmark's stored maps."""
 
-    def __init__(self, num_bins: int = NUM_BINS):
-        self.num_bins = num_bins
+    def __init__(self, num_bins: int = NUM_BINS, float16: bool = False):
+        self.num_bins, self.float16 = num_bins, float16
         self._frames: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
         self.num_pos = 0
         self.num_neg = 0
 
     def add(self, scores: np.ndarray, labels: np.ndarray) -> None:
+        if self.float16:
+            scores = np.asarray(scores).astype(np.float16)
         pos, neg = split_by_label(scores, labels)
+        if self.float16:  # split_by_label widens to float32; binning stays in float16 (exact)
+            pos, neg = pos.astype(np.float16), neg.astype(np.float16)
         if pos.size + neg.size == 0:
             return
         self._frames.append(frame_histogram(pos, neg, self.num_bins))
@@ -80,7 +93,7 @@ class SmiycPixelMetrics:
 
     def _curve(self):
         """Points from high to low threshold: (thresholds, TP, FP), with (0, 0) prepended."""
-        thr = np.concatenate([f[0] for f in self._frames])
+        thr = np.concatenate([f[0] for f in self._frames]).astype(np.float64)
         order = np.argsort(thr, kind="stable")[::-1]
         thr = thr[order]
         tp = np.cumsum(np.concatenate([f[1] for f in self._frames])[order].astype(np.float64))
@@ -162,10 +175,12 @@ def frame_components(prediction: np.ndarray, labels: np.ndarray, track: Track):
 
 
 class ComponentMetrics:
-    """Streaming SMIYC component metrics: mean sIoU gt, mean PPV, F1 at t = 0.25..0.75."""
+    """Streaming SMIYC component metrics: mean sIoU gt, mean PPV, F1 at t = 0.25..0.75.
+    ``float16``: score maps cast to float16 before thresholding (the benchmark's stored maps)."""
 
-    def __init__(self, track: str | Track = "anomaly"):
+    def __init__(self, track: str | Track = "anomaly", float16: bool = False):
         self.track = TRACKS[track] if isinstance(track, str) else track
+        self.float16 = float16
         self.tp = np.zeros(SIOU_THRESHOLDS.size, np.int64)
         self.fn = np.zeros(SIOU_THRESHOLDS.size, np.int64)
         self.fp = np.zeros(SIOU_THRESHOLDS.size, np.int64)
@@ -175,7 +190,8 @@ class ComponentMetrics:
 
     def add(self, scores: np.ndarray, labels: np.ndarray, threshold: float) -> None:
         """One frame at a score threshold (prediction = score > threshold)."""
-        self.add_prediction(np.asarray(scores) > threshold, labels)
+        scores = np.asarray(scores).astype(np.float16) if self.float16 else np.asarray(scores)
+        self.add_prediction(scores > threshold, labels)
 
     def add_prediction(self, prediction: np.ndarray, labels: np.ndarray) -> None:
         """One frame from a binary anomaly prediction [H, W]."""

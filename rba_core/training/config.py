@@ -29,19 +29,24 @@ class DataSpec:
     limit: int = 0              # use only the first N samples (0 = all)
 
 
+# Released RbA / Mask2Former (Cityscapes, short side 1024): [int(x * 0.1 * 1024) for x in 5..20],
+# i.e. 0.5x .. 2.0x in 16 steps. The same factors on CamVid's 360 px short side:
+CAMVID_SHORT_SIDES = [int(x * 0.1 * 360) for x in range(5, 21)]  # 180, 216, ..., 720
+
+
 @dataclass
 class AugmentSpec:
-    """Mask2Former-style augmentation: random resize, crop, flip, photometric jitter."""
-    base_size: list[int] = field(default_factory=lambda: [360, 480])  # (H, W) before scaling
-    scale_range: list[float] = field(default_factory=lambda: [0.5, 2.0])
+    """Mask2Former-style augmentation: random short-side resize, crop, flip, photometric jitter."""
+    short_sides: list[int] = field(default_factory=lambda: list(CAMVID_SHORT_SIDES))  # drawn 1 of N
+    max_size: int = 0                 # cap on the long side after resizing (0 = none)
     crop_size: list[int] = field(default_factory=lambda: [320, 416])  # (H, W), multiples of 32
     flip: bool = True
     color_jitter: bool = True
 
     def __post_init__(self):
-        check(len(self.base_size) == 2 and min(self.base_size) > 0, "base_size", "needs (H, W) > 0")
-        check(len(self.scale_range) == 2 and 0 < self.scale_range[0] <= self.scale_range[1],
-              "scale_range", "needs (min, max) with 0 < min <= max")
+        check(len(self.short_sides) > 0 and min(self.short_sides) > 0, "short_sides",
+              "needs at least one positive size")
+        check(self.max_size >= 0, "max_size", "must be >= 0 (0 = no cap)")
         check(len(self.crop_size) == 2 and all(c > 0 and c % 32 == 0 for c in self.crop_size),
               "crop_size", "needs (H, W), each a positive multiple of 32")
 
@@ -57,10 +62,14 @@ class AnomalyMixSpec:
     p_out: float = 0.1                # per training image
     scale_range: list[float] = field(default_factory=lambda: [1.0, 1.0])  # resize before paste
     outlier_label: int = 254
+    synthetic_objects: int = 0        # random shapes with random textures added to the pool
 
     def __post_init__(self):
         check(0.0 <= self.p_out <= 1.0, "p_out", "must be in [0, 1]")
         check(self.num_objects > 0, "num_objects", "must be positive")
+        check(self.synthetic_objects >= 0, "synthetic_objects", "must be >= 0")
+        check(not self.enabled or bool(self.source) or self.synthetic_objects > 0, "source",
+              "needs a COCO JSON or YOLO-seg folder (or synthetic_objects > 0)")
         check(len(self.scale_range) == 2 and 0 < self.scale_range[0] <= self.scale_range[1],
               "scale_range", "needs (min, max) with 0 < min <= max")
 
@@ -78,7 +87,10 @@ class LossSpec:
     deep_supervision: bool = True
     rba: Literal["none", "hinge", "mse", "l1", "bce"] = "none"
     rba_alpha: float = 5.0
-    rba_weight: float = 1.0
+    rba_weight: float = 1.0           # per prediction (released: 1)
+    # released: the RbA loss on the final AND every auxiliary prediction. Before issue 14 rba_core
+    # used the final one only at twice the weight: rba_aux false + rba_weight 2.0 reproduces that.
+    rba_aux: bool = True
 
     def __post_init__(self):
         check(self.num_points > 0, "num_points", "must be positive")
@@ -96,7 +108,7 @@ class SolverSpec:
     weight_decay: float = 0.05
     backbone_lr_multiplier: float = 0.1
     weight_decay_norm: float = 0.0    # norms
-    weight_decay_embed: float = 0.0   # embeddings, position tables
+    weight_decay_embed: float = 0.0   # nn.Embedding modules (queries, decoder level embedding)
     poly_power: float = 0.9
     warmup_iterations: int = 0
     clip_grad_norm: float = 0.01      # L2 over the full model (0 = off)
@@ -113,6 +125,8 @@ class SolverSpec:
 class TrainConfig:
     model: ModelSpec = field(default_factory=ModelSpec)
     train: DataSpec = field(default_factory=DataSpec)
+    # more training sets, concatenated with ``train`` (detectron2: several DATASETS.TRAIN names)
+    train_extra: list[DataSpec] = field(default_factory=list)
     val: DataSpec | None = None
     anomaly_val: dict[str, str] = field(default_factory=dict)  # {dataset: name, root: dir}
     augment: AugmentSpec = field(default_factory=AugmentSpec)

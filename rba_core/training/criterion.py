@@ -1,4 +1,5 @@
-"""SetCriterion (Mask2Former) + the RbA outlier loss (paper Eq. 6 and the ablation's variants).
+"""SetCriterion (Mask2Former) + the RbA outlier loss (paper Eq. 6 as released, and the ablation's
+variants).
 
 Closed-set losses per prediction level (final + auxiliary, deep supervision): class cross-entropy
 with a down-weighted no-object class, and point-sampled mask BCE + dice on matched queries.
@@ -48,10 +49,14 @@ def rba_score_map(pred_logits: torch.Tensor, pred_masks: torch.Tensor) -> torch.
 def rba_loss(pred_logits: torch.Tensor, pred_masks: torch.Tensor, labels: torch.Tensor,
              outlier_label: int, ignore_label: int, kind: str = "hinge", alpha: float = 5.0,
              ) -> torch.Tensor:
-    """Outlier loss on the RbA score, computed at 1/4 and upsampled (``align_corners=True``).
+    """Outlier loss of one prediction on its RbA score s, computed at 1/4 and upsampled
+    (``align_corners=True``), as the released criterion (rba_reference.md):
 
-    hinge: mean over outlier pixels of relu(alpha - RbA)^2 (Eq. 6); mse: (RbA - alpha)^2;
-    l1: |RbA - alpha|; bce: RbA as the logit of "outlier" over all labelled pixels.
+    hinge: ``L = mean(relu(s_in)^2)`` over inlier pixels and, when the batch has outlier pixels,
+    ``L = 0.5 * (L + mean(relu(alpha - s_out)^2))``. The inlier term is always 0 (s <= 0), so this is
+    0.5 x the squared hinge of Eq. 6 over outlier pixels. mse / l1 (the paper's ablation) replace the
+    outlier term by ``(s - alpha)^2`` / ``|s - alpha|``; bce: s as the logit of "outlier" over all
+    labelled pixels.
     """
     score = rba_score_map(pred_logits, pred_masks)[:, None]
     score = F.interpolate(score, size=labels.shape[-2:], mode="bilinear", align_corners=True)[:, 0]
@@ -61,16 +66,20 @@ def rba_loss(pred_logits: torch.Tensor, pred_masks: torch.Tensor, labels: torch.
         if not valid.any():
             return score.sum() * 0
         return F.binary_cross_entropy_with_logits(score[valid], outlier[valid].float())
+    inlier = ~outlier & (labels != ignore_label)
+    loss = F.relu(score[inlier]).square().mean() if inlier.any() else score.sum() * 0
     if not outlier.any():
-        return score.sum() * 0  # keeps the graph (DDP needs every rank to backprop)
+        return loss  # keeps the graph (DDP needs every rank to backprop)
     s = score[outlier]
     if kind == "hinge":
-        return F.relu(alpha - s).square().mean()
-    if kind == "mse":
-        return (s - alpha).square().mean()
-    if kind == "l1":
-        return (s - alpha).abs().mean()
-    raise ValueError(f"unknown RbA loss {kind!r}")
+        out = F.relu(alpha - s).square().mean()
+    elif kind == "mse":
+        out = (s - alpha).square().mean()
+    elif kind == "l1":
+        out = (s - alpha).abs().mean()
+    else:
+        raise ValueError(f"unknown RbA loss {kind!r}")
+    return 0.5 * (loss + out)
 
 
 class SetCriterion:
@@ -128,7 +137,14 @@ class SetCriterion:
                 for k, v in self.level_losses(aux, targets, num_masks, generator).items():
                     losses[f"{k}_{i}"] = v
         if self.cfg.rba != "none":
-            losses["loss_rba"] = self.cfg.rba_weight * rba_loss(
-                outputs["pred_logits"], outputs["pred_masks"], labels, self.outlier_label,
-                self.ignore_label, self.cfg.rba, self.cfg.rba_alpha)
+            # released: "outlier" is one of the criterion's losses, so deep supervision applies it
+            # to every auxiliary prediction too (loss_rba_0 = the query-only one), weight 1 each
+            levels = [("loss_rba", outputs)]
+            if self.cfg.deep_supervision and self.cfg.rba_aux:
+                levels += [(f"loss_rba_{i}", aux)
+                           for i, aux in enumerate(outputs.get("aux_outputs", []))]
+            for name, out in levels:
+                losses[name] = self.cfg.rba_weight * rba_loss(
+                    out["pred_logits"], out["pred_masks"], labels, self.outlier_label,
+                    self.ignore_label, self.cfg.rba, self.cfg.rba_alpha)
         return losses

@@ -25,6 +25,21 @@ def open_training_set(spec: DataSpec):
     return ds.subset(spec.limit) if spec.limit else ds
 
 
+class ConcatSets:
+    """Several training sets read as one, in order (detectron2 concatenates DATASETS.TRAIN)."""
+
+    def __init__(self, sets: list):
+        self.sets = sets
+        self.offsets = np.cumsum([0] + [len(s) for s in sets])
+
+    def __len__(self) -> int:
+        return int(self.offsets[-1])
+
+    def __getitem__(self, i: int):
+        k = int(np.searchsorted(self.offsets, i, side="right")) - 1
+        return self.sets[k][i - int(self.offsets[k])]
+
+
 class CounterDataset(Dataset):
     """``dataset[n]`` = augmented sample number ``n`` of the run (see module docstring)."""
 

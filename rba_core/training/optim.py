@@ -16,7 +16,9 @@ SCOPE_MODULES = {
 
 NORM_TYPES = (nn.LayerNorm, nn.GroupNorm, nn.BatchNorm2d, nn.SyncBatchNorm, nn.InstanceNorm2d,
               nn.LocalResponseNorm)
-EMBED_NAMES = ("level_embed", "relative_position_bias_table", "absolute_pos_embed", "pos_embed")
+# Released Mask2Former ``build_optimizer``: these parameter names get weight decay 0; the pixel
+# decoder's ``level_embed`` (a bare nn.Parameter, not an nn.Embedding) keeps the normal decay.
+NO_DECAY_NAMES = ("relative_position_bias_table", "absolute_pos_embed")
 
 
 def set_scope(model: Mask2Former, scope: str) -> tuple[int, int]:
@@ -33,7 +35,8 @@ def set_scope(model: Mask2Former, scope: str) -> tuple[int, int]:
 
 def param_groups(model: nn.Module, lr: float, weight_decay: float, backbone_mult: float,
                  wd_norm: float, wd_embed: float) -> list[dict]:
-    """One group per (lr, weight decay): backbone LR multiplier, no decay on norms/embeddings."""
+    """One group per (lr, weight decay), as released Mask2Former: backbone LR multiplier; decay
+    ``wd_norm`` on norm layers, ``wd_embed`` on nn.Embedding modules, 0 on Swin's position tables."""
     groups: dict[tuple[float, float], list] = {}
     seen = set()
     for mod_name, module in model.named_modules():
@@ -43,12 +46,11 @@ def param_groups(model: nn.Module, lr: float, weight_decay: float, backbone_mult
             seen.add(id(p))
             full = f"{mod_name}.{p_name}" if mod_name else p_name
             p_lr = lr * backbone_mult if full.startswith("backbone.") else lr
+            wd = 0.0 if any(n in p_name for n in NO_DECAY_NAMES) else weight_decay
             if isinstance(module, NORM_TYPES):
                 wd = wd_norm
-            elif isinstance(module, nn.Embedding) or any(e in full for e in EMBED_NAMES):
+            if isinstance(module, nn.Embedding):
                 wd = wd_embed
-            else:
-                wd = weight_decay
             groups.setdefault((p_lr, wd), []).append(p)
     return [{"params": ps, "lr": g_lr, "weight_decay": wd, "initial_lr": g_lr}
             for (g_lr, wd), ps in groups.items()]

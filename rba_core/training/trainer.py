@@ -27,7 +27,7 @@ from ..model.config import merge
 from .anomalymix import AnomalyMix, OutlierBank
 from .config import TrainConfig
 from .criterion import SetCriterion
-from .data import CounterDataset, CounterSampler, open_training_set
+from .data import ConcatSets, CounterDataset, CounterSampler, open_training_set
 from .optim import build_optimizer, set_scope
 from .transforms import TrainTransform
 from .validate import evaluate_miou
@@ -163,16 +163,23 @@ class Trainer:
         mix = None
         if cfg.anomaly_mix.enabled:
             m = cfg.anomaly_mix
-            bank = OutlierBank.from_source(m.source, m.images, m.num_objects, m.min_side, cfg.seed)
+            bank = OutlierBank.from_source(m.source, m.images, m.num_objects, m.min_side, cfg.seed,
+                                           m.synthetic_objects)
             self.info(f"AnomalyMix: {len(bank)} outlier objects, p_out={m.p_out}")
             mix = AnomalyMix(bank, m.p_out, m.outlier_label, tuple(m.scale_range))
         ignore = self.model.cfg.ignore_value
-        train_set = open_training_set(cfg.train)
-        if cfg.train.kind != "folder" and train_set.ignore_index != ignore:
-            raise RbaError(f"train.kind: {cfg.train.kind} labels ignore {train_set.ignore_index} "
-                           f"but the model's ignore_value is {ignore}")
+        sets = []
+        for field_name, spec in [("train", cfg.train)] + [
+                (f"train_extra.{i}", s) for i, s in enumerate(cfg.train_extra)]:
+            data = open_training_set(spec)
+            if spec.kind != "folder" and data.ignore_index != ignore:
+                raise RbaError(f"{field_name}.kind: {spec.kind} labels ignore {data.ignore_index} "
+                               f"but the model's ignore_value is {ignore}")
+            sets.append(data)
+            self.info(f"training set {field_name}: {len(data)} images ({spec.kind}: {spec.root})")
+        train_set = sets[0] if len(sets) == 1 else ConcatSets(sets)
         dataset = CounterDataset(train_set, TrainTransform(cfg.augment, ignore), cfg.seed, mix)
-        self.info(f"training on {len(dataset)} images ({cfg.train.kind}: {cfg.train.root})")
+        self.info(f"training on {len(dataset)} images")
         sampler = CounterSampler(self.iteration, cfg.solver.iterations, cfg.solver.batch_size,
                                  self.dist.rank, self.dist.world)
         return DataLoader(dataset, batch_size=cfg.solver.batch_size // self.dist.world,

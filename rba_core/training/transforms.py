@@ -8,15 +8,32 @@ from __future__ import annotations
 
 import cv2
 import numpy as np
+from PIL import Image
 
 
-def random_resize(image: np.ndarray, label: np.ndarray, base: tuple[int, int],
-                  scale_range: tuple[float, float], rng: np.random.Generator):
-    """Resize to ``base`` (H, W) times a random scale, keeping the aspect ratio of ``base``."""
-    s = float(rng.uniform(*scale_range))
-    h, w = max(1, round(base[0] * s)), max(1, round(base[1] * s))
-    image = cv2.resize(image, (w, h), interpolation=cv2.INTER_LINEAR)
-    label = cv2.resize(label, (w, h), interpolation=cv2.INTER_NEAREST)
+def short_side_size(h: int, w: int, short: int, max_size: int = 0) -> tuple[int, int]:
+    """(H, W) with the short side = ``short`` (aspect kept, long side capped at ``max_size`` when
+    > 0), rounded as detectron2's ``ResizeShortestEdge.get_output_shape``."""
+    scale = short / min(h, w)
+    nh, nw = (short, scale * w) if h < w else (scale * h, short)
+    if max_size and max(nh, nw) > max_size:
+        cap = max_size / max(nh, nw)
+        nh, nw = nh * cap, nw * cap
+    return int(nh + 0.5), int(nw + 0.5)
+
+
+def random_resize(image: np.ndarray, label: np.ndarray, short_sides: list[int], max_size: int,
+                  rng: np.random.Generator):
+    """Released RbA / Mask2Former resize: short side drawn from the discrete list
+    ``short_sides`` (detectron2 ``ResizeShortestEdge``, sample_style "choice"); image with PIL
+    bilinear (antialiased when shrinking), label with PIL nearest."""
+    short = int(short_sides[int(rng.integers(len(short_sides)))])
+    h, w = max(1, image.shape[0]), max(1, image.shape[1])
+    nh, nw = short_side_size(h, w, short, max_size)
+    if (nh, nw) == (h, w):
+        return image, label
+    image = np.asarray(Image.fromarray(image).resize((nw, nh), Image.BILINEAR))
+    label = np.asarray(Image.fromarray(label).resize((nw, nh), Image.NEAREST))
     return image, label
 
 
@@ -64,7 +81,7 @@ class TrainTransform:
 
     def __call__(self, image: np.ndarray, label: np.ndarray, rng: np.random.Generator):
         a = self.aug
-        image, label = random_resize(image, label, tuple(a.base_size), tuple(a.scale_range), rng)
+        image, label = random_resize(image, label, a.short_sides, a.max_size, rng)
         image, label = random_crop(image, label, tuple(a.crop_size), self.ignore, rng)
         if a.flip and rng.random() < 0.5:
             image, label = image[:, ::-1], label[:, ::-1]
