@@ -25,6 +25,7 @@ os.environ.setdefault("OPENCV_IO_MAX_IMAGE_PIXELS", str(2 ** 26))
 os.environ.setdefault("OPENCV_LOG_LEVEL", "ERROR")  # decode failures are counted and logged by us
 
 import faulthandler  # noqa: E402
+import gc  # noqa: E402
 import functools  # noqa: E402
 import logging  # noqa: E402
 import signal  # noqa: E402
@@ -415,6 +416,12 @@ def _run(args) -> None:
         if node is not None:
             node.destroy_node()
         rclpy.try_shutdown()
+        # Fast DDS removes the participant's shared-memory segment (64 MiB with
+        # config/fastdds_shm.xml) only when the last rclpy object of the context is freed; the
+        # node's objects sit in reference cycles, and os._exit skips the interpreter's collection:
+        # without this every stop left its segment in /dev/shm
+        node = executor = None
+        gc.collect()
         for sig, handler in previous.items():  # called in-process (tests): give them back
             signal.signal(sig, handler)
 

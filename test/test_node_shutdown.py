@@ -3,11 +3,13 @@ traceback, within 3 s of the first signal, also while frames are being inferred.
 
 The sequences are those a robot sees: Ctrl-C (SIGINT); systemd or docker stop (SIGTERM); a
 terminal's Ctrl-C plus ros2 launch's own SIGINT, which arrive 10 ms to 2 s apart (two SIGINTs);
-launch escalating to SIGTERM while the node still stops (SIGTERM after SIGINT).
+launch escalating to SIGTERM while the node still stops (SIGTERM after SIGINT). Each stop also
+removes the node's Fast DDS shared-memory segments from /dev/shm.
 """
 import signal
 import threading
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -41,6 +43,19 @@ CASES = {  # name -> [(delay after the previous signal in s, signal)]
 }
 BIG = {"SIGINT mid 1080p frame": (1080, 1920)}
 RESULTS: dict[str, tuple] = {}
+
+
+def mapped_segments(pid: int | str) -> set[str]:
+    """The Fast DDS segments /dev/shm/fastrtps_* that process ``pid`` has mapped (its own, and
+    those of the participants it sends to; port files, shared by all, left out)."""
+    maps = Path(f"/proc/{pid}/maps").read_text().splitlines()
+    return {line.split()[-1] for line in maps
+            if "/dev/shm/fastrtps_" in line and "/dev/shm/fastrtps_port" not in line}
+
+
+def shm_segments(pid: int) -> list[str]:
+    """The segments of the node's participant: mapped by it, not by this (the client's) process."""
+    return sorted(mapped_segments(pid) - mapped_segments("self"))
 
 
 @pytest.fixture(scope="module")
@@ -80,6 +95,7 @@ def test_signals_end_in_a_clean_exit(case, client, tmp_path):
                 time.sleep(3.0)  # the first big frame is in inference now
             else:
                 c.wait_until(lambda: got, 60, "a first output", node)
+            segments = shm_segments(node.proc.pid)
             exited = []
             waiter = threading.Thread(target=lambda: (node.proc.wait(), exited.append(
                 time.monotonic())), daemon=True)
@@ -103,6 +119,10 @@ def test_signals_end_in_a_clean_exit(case, client, tmp_path):
     assert rc == 0, f"{case}: exit code {rc}\n{log[-3000:]}"
     assert "Traceback" not in log, f"{case}: traceback in the log\n{log[-3000:]}"
     assert seconds < LIMIT, f"{case}: {seconds:.2f} s to exit\n{log[-3000:]}"
+    # the harness's Fast DDS profile (config/fastdds_shm.xml) gives each participant a 64 MiB
+    # shared-memory segment; a stop must remove it, or every restart leaks 64 MiB of RAM
+    assert segments, "the node mapped no Fast DDS segment: is the SHM transport off?"
+    assert not [f for f in segments if Path(f).exists()], f"{case}: left in /dev/shm: {segments}"
 
 
 def test_a_native_crash_leaves_every_threads_python_stack_in_the_log(client, tmp_path):
