@@ -32,6 +32,32 @@ def test_components_boxes_and_scores():
     assert res.mask.sum() == 175
 
 
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_scores_and_mask_match_scipy_components(dtype):
+    """Peak / mean per component and the kept mask against scipy.ndimage.label (8-connected) and
+    numpy max / mean, on noisy maps with many components."""
+    from scipy import ndimage
+
+    rng = np.random.default_rng(3)
+    for _ in range(5):
+        scores = rng.standard_normal((50, 70)).astype(dtype)
+        comp, n = ndimage.label(scores > 0.8, np.ones((3, 3)))
+        big = [i for i in range(1, n + 1) if (comp == i).sum() >= 2]
+        for score in ("peak", "mean"):
+            cfg = ObstacleConfig(min_area=2, score=score, max_detections=10_000)
+            res = find_obstacles(scores, np.zeros((50, 70), np.uint8), 0.8, [], cfg)
+            assert len(res.obstacles) == len(big) > 10
+            for o in res.obstacles:
+                region = res.labels == o.label
+                i = comp[region][0]
+                assert np.array_equal(region, comp == i) and o.area == region.sum()
+                px = scores[comp == i]
+                assert o.score == (px.max() if score == "peak" else pytest.approx(px.mean()))
+            assert np.array_equal(res.mask, np.isin(comp, big))
+
+
 def test_min_area_and_max_detections():
     scores, ids = scene()
     assert len(find_obstacles(scores, ids, -0.5, [ROAD], ObstacleConfig(min_area=26)).obstacles) == 1
