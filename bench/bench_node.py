@@ -7,14 +7,15 @@ frame size, so every measured frame runs on the ONNX Runtime graph of that size,
 warm-up; /diagnostics' model status is printed to show it), ``tiny`` = the random-weight ``tiny``
 preset (seed 0) exported to ONNX at each size, or a model file.
 1. raw: ``backend.infer`` (and the whole ``Perception.process``, backend + obstacles) on the same
-   frame, in a separate process that loads the backend with the node's settings and stays up the
-   whole run (no node in it: torch and rclpy there would slow ONNX Runtime down).
+   frame, one call at a time in a separate process that loads the backend with the node's
+   settings and stays up the whole run (no node in it: torch and rclpy there would slow ONNX
+   Runtime down).
 2. sequential: the node (subprocess, same model, size, threads) gets one frame at a time;
    latency = publish -> ``anomaly`` received here (with ``obstacles``, ``obstacles_3d``,
    ``obstacle_points`` and ``free_points`` subscribed too, so the node does the work a robot asks
    of it). Its median is one frame's time T. The node also reports its own ``Perception.process``
-   time (in-node, from /diagnostics). Node frames and raw calls alternate in ``--rounds`` rounds,
-   so both see the same load (the CPU is shared with other jobs).
+   time (in-node, from /diagnostics). Each node frame is followed by one raw call (infer and
+   process in turn), so both see the same load and pacing (the CPU is shared with other jobs).
 3. overload: frames at 2 / T per second for ``--overload-seconds``; latency p50 / p99 of the
    frames that come out, and the drops the node reports in /diagnostics.
 
@@ -74,8 +75,8 @@ def model_for(name: str, size, backend: str, workdir: Path) -> tuple[str, list[i
 
 
 class RawProcess:
-    """The backend with the node's settings in a process of its own; ``times(n)`` runs n
-    ``backend.infer`` and n ``Perception.process`` calls on the bench frame -> (ms, ms) lists."""
+    """The backend with the node's settings in a process of its own; ``times(what)`` runs one
+    ``backend.infer`` or ``Perception.process`` call on the bench frame -> ms."""
 
     def __init__(self, model: str, input_size, backend: str, size, threads: int, frame: str):
         cmd = [sys.executable, __file__, "--raw", model or "default", "--backend", backend,
@@ -91,10 +92,11 @@ class RawProcess:
             raise SystemExit(f"raw backend process failed (exit {self.proc.wait()})")
         return json.loads(line)
 
-    def times(self, n: int) -> tuple[list[float], list[float]]:
-        self.proc.stdin.write(f"{n}\n")
+    def times(self, what: str) -> float:
+        """ms of one ``infer`` (backend alone) or ``process`` (Perception.process) call."""
+        self.proc.stdin.write(f"{what}\n")
         self.proc.stdin.flush()
-        return tuple(self._read())
+        return self._read()
 
     def close(self) -> None:
         self.proc.stdin.close()
@@ -117,15 +119,11 @@ def raw_main(model: str, input_size: str, backend: str, size, threads: int, fram
         perception.process([image])
     print(json.dumps("ready"), flush=True)
     for line in sys.stdin:
-        infer, process = [], []
-        for _ in range(int(line)):
-            t0 = time.perf_counter()
-            be.infer(batch)
-            t1 = time.perf_counter()
-            perception.process([image])
-            infer.append(1e3 * (t1 - t0))
-            process.append(1e3 * (time.perf_counter() - t1))
-        print(json.dumps([infer, process]), flush=True)
+        fn = (lambda: be.infer(batch)) if line.strip() == "infer" else (
+            lambda: perception.process([image]))
+        t0 = time.perf_counter()
+        fn()
+        print(json.dumps(1e3 * (time.perf_counter() - t0)), flush=True)
 
 
 def bench_frame(size, kind: str = "random") -> np.ndarray:
@@ -213,7 +211,7 @@ class Link:
 
 
 def node_times(model: str, input_size: list[int], backend: str, frame, threads: int,
-               frames: int, rounds: int, overload_s: float, raw: RawProcess,
+               frames: int, overload_s: float, raw: RawProcess,
                workdir: Path) -> dict:
     domain = next_domain()
     params = {"model_path": model, "backend": backend, "threads": threads, "cameras": ["cam"],
@@ -229,13 +227,11 @@ def node_times(model: str, input_size: list[int], backend: str, frame, threads: 
             time.sleep(1.0)
             status = link.model_status()
             # alternate: node frames, then as many raw calls, so both see the same load
-            t_seq, seq, infer, process, by_round = time.monotonic(), [], [], [], []
-            per_round = max(1, frames // rounds)
-            for _ in range(rounds):
-                s = [1e3 * link.one(node) for _ in range(per_round)]
-                i, p = raw.times(per_round)
-                by_round.append((round(float(np.median(s))), round(float(np.median(i)))))
-                seq, infer, process = seq + s, infer + i, process + p
+            # one node frame, one raw call (infer and process in turn): same load, same pacing
+            t_seq, seq, infer, process = time.monotonic(), [], [], []
+            for k in range(frames):
+                seq.append(1e3 * link.one(node))
+                (process if k % 2 else infer).append(raw.times("process" if k % 2 else "infer"))
             t = float(np.median(seq)) / 1e3
             time.sleep(1.5)  # the last diagnostics period
             node_inference = link.inference_ms(t_seq, time.monotonic())
@@ -250,7 +246,7 @@ def node_times(model: str, input_size: list[int], backend: str, frame, threads: 
             time.sleep(3 * t + 1.5)
             over = np.array([x for _, x in link.latency[n0:]])
             return {"seq_ms": 1e3 * t, "seq_p90_ms": float(np.percentile(seq, 90)),
-                    "rounds (e2e, raw ms)": by_round,
+                    "e2e ms": [round(x) for x in seq], "raw ms": [round(x) for x in infer],
                     "node_inference_ms": node_inference, "raw_ms": float(np.median(infer)),
                     "pipeline_ms": float(np.median(process)),
                     "model": {k: status.get(k, "") for k in ("backend", "precision",
@@ -276,9 +272,9 @@ def main(argv=None) -> int:
     p.add_argument("--threads", type=int, default=2, help="inference threads (node and raw)")
     p.add_argument("--frame", default="random", choices=["random", "demo"],
                    help="bench frame: uniform noise or the first packaged demo frame")
-    p.add_argument("--frames", type=int, default=20, help="sequential frames through the node "
-                                                          "(and raw calls)")
-    p.add_argument("--rounds", type=int, default=20, help="node / raw alternations")
+    p.add_argument("--frames", type=int, default=30,
+                   help="sequential frames through the node, each followed by one raw call "
+                        "(backend.infer and Perception.process in turn)")
     p.add_argument("--overload-seconds", type=float, default=20.0)
     p.add_argument("--workdir", default=None, help="exports and node logs (default: temp)")
     p.add_argument("--raw", metavar="MODEL", help=argparse.SUPPRESS)  # internal: raw timing
@@ -300,7 +296,7 @@ def main(argv=None) -> int:
         raw = RawProcess(model, input_size, args.backend, size, args.threads, args.frame)
         try:
             res = node_times(model, input_size, args.backend, frame, args.threads, args.frames,
-                             args.rounds, args.overload_seconds, raw, workdir)
+                             args.overload_seconds, raw, workdir)
         finally:
             raw.close()
         rows.append((size, res))
@@ -310,9 +306,9 @@ def main(argv=None) -> int:
           "obstacles, from /diagnostics), end to end = publish -> anomaly received in another "
           "process; node frames and raw calls alternate in one run")
     print("\n| size | node runs | raw infer ms | pipeline ms | in-node ms | end to end ms "
-          "(p50 / p90) | in-node / raw | end to end / raw | 2x overload p50 / p99 ms | "
+          "(p50 / p90) | in-node / raw | end to end / raw | end to end / in-node | 2x overload p50 / p99 ms | "
           "p99 / frame | frames in / out / dropped |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
     ok = True
     for size, r in rows:
         raw = r["raw_ms"]
@@ -324,6 +320,7 @@ def main(argv=None) -> int:
         print(f"| {size[0]}x{size[1]} | {runs} | {raw:.0f} | {r['pipeline_ms']:.0f} | "
               f"{r['node_inference_ms']:.0f} | {r['seq_ms']:.0f} / {r['seq_p90_ms']:.0f} | "
               f"{r['node_inference_ms'] / raw:.2f} | {r['seq_ms'] / raw:.2f} | "
+              f"{r['seq_ms'] / r['node_inference_ms']:.2f} | "
               f"{r['over_p50_ms']:.0f} / {r['over_p99_ms']:.0f} | {p99_ratio:.2f} | "
               f"{r['published']} / {r['processed']} / {r['dropped']} |")
     print(f"\ngoals (end to end p50 <= 1.15 x raw, p99 at 2x overload <= 2.5 x frame time): "
