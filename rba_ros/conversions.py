@@ -35,42 +35,59 @@ def _nested(t):
     return message_class(tuple(t.namespaces), t.name)
 
 
-def _value(t, v):
-    """One field value for rosidl type ``t``."""
+def _same(v):
+    return v
+
+
+def _converter(t):
+    """Function: dict / numpy / plain value -> the field value for rosidl type ``t``."""
     from rosidl_parser.definition import AbstractNestedType, Array, BasicType, NamespacedType
 
     if isinstance(t, NamespacedType):
-        return to_msg(_nested(t), v) if isinstance(v, dict) else v
+        cls = _nested(t)
+        return lambda v: to_msg(cls, v) if isinstance(v, dict) else v
     if isinstance(t, AbstractNestedType):
         vt = t.value_type
         if isinstance(vt, NamespacedType):
             cls = _nested(vt)
-            return [to_msg(cls, x) if isinstance(x, dict) else x for x in v]
+            return lambda v: [to_msg(cls, x) if isinstance(x, dict) else x for x in v]
         if isinstance(vt, BasicType) and vt.typename in TYPECODES:
-            if isinstance(t, Array):  # fixed size: the generated setter takes numpy
-                return np.asarray(v, dtype=np.dtype(TYPECODES[vt.typename]))
             code = TYPECODES[vt.typename]
-            if isinstance(v, np.ndarray):
-                return array.array(code, np.ascontiguousarray(v, np.dtype(code)).tobytes())
-            return array.array(code, v)
-        return list(v)
+            dtype = np.dtype(code)
+            if isinstance(t, Array):  # fixed size: the generated setter takes numpy
+                return lambda v: np.asarray(v, dtype=dtype)
+
+            def sequence(v):
+                if isinstance(v, np.ndarray):  # one copy, straight from the array's buffer
+                    out = array.array(code)
+                    out.frombytes(np.ascontiguousarray(v, dtype).reshape(-1).view(np.uint8))
+                    return out
+                return array.array(code, v)
+            return sequence
+        return list
     if isinstance(t, BasicType) and t.typename == "boolean":
-        return bool(v)
+        return bool
     if isinstance(t, BasicType) and t.typename in ("float", "double"):
-        return float(v)
+        return float
     if isinstance(t, BasicType) and t.typename != "octet":
-        return int(v)
-    return v
+        return int
+    return _same
+
+
+@functools.lru_cache(maxsize=None)
+def _converters(cls) -> dict:
+    """Field name -> converter of a message class (built once per class)."""
+    return {name: _converter(t) for name, t in _slots(cls)}
 
 
 def to_msg(cls, data: dict):
     """Nested dict -> message of class ``cls``. Unknown fields raise KeyError (a builder bug)."""
     msg = cls()
-    slots = dict(_slots(cls))
+    convert = _converters(cls)
     for name, v in data.items():
-        if name not in slots:
+        if name not in convert:
             raise KeyError(f"{cls.__name__} has no field {name!r}")
-        setattr(msg, name, _value(slots[name], v))
+        setattr(msg, name, convert[name](v))
     return msg
 
 

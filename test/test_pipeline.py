@@ -32,6 +32,32 @@ def test_components_boxes_and_scores():
     assert res.mask.sum() == 175
 
 
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_scores_and_mask_match_scipy_components(dtype):
+    """Peak / mean per component and the kept mask against scipy.ndimage.label (8-connected) and
+    numpy max / mean, on noisy maps with many components."""
+    from scipy import ndimage
+
+    rng = np.random.default_rng(3)
+    for _ in range(5):
+        scores = rng.standard_normal((50, 70)).astype(dtype)
+        comp, n = ndimage.label(scores > 0.8, np.ones((3, 3)))
+        big = [i for i in range(1, n + 1) if (comp == i).sum() >= 2]
+        for score in ("peak", "mean"):
+            cfg = ObstacleConfig(min_area=2, score=score, max_detections=10_000)
+            res = find_obstacles(scores, np.zeros((50, 70), np.uint8), 0.8, [], cfg)
+            assert len(res.obstacles) == len(big) > 10
+            for o in res.obstacles:
+                region = res.labels == o.label
+                i = comp[region][0]
+                assert np.array_equal(region, comp == i) and o.area == region.sum()
+                px = scores[comp == i]
+                assert o.score == (px.max() if score == "peak" else pytest.approx(px.mean()))
+            assert np.array_equal(res.mask, np.isin(comp, big))
+
+
 def test_min_area_and_max_detections():
     scores, ids = scene()
     assert len(find_obstacles(scores, ids, -0.5, [ROAD], ObstacleConfig(min_area=26)).obstacles) == 1
@@ -110,3 +136,34 @@ def test_perception_rejects_unknown_score_and_class(perception):
     perception.update(PipelineConfig(score="energy"))
     assert perception.cfg.score == "energy"
     perception.update(PipelineConfig())
+
+
+def test_overlay_colours_follow_their_formulas():
+    """colorize = the palette row of each id; heat levels = (s - lo) * 255 / (hi - lo) clipped,
+    lo / hi the 1st / 99th percentile by default; calibrated tail = -log10(1 - p) / 4 clipped
+    (README: 4 decades), computed here with numpy / math per pixel."""
+    import math
+
+    from rba_core.pipeline.calibration import model_calibrations
+    from rba_core.pipeline.visualize import colorize, normalize_scores, palette
+
+    rng = np.random.default_rng(7)
+    lut = palette(rng.integers(0, 256, (12, 3)).tolist())
+    ids = rng.integers(0, 256, (37, 53)).astype(np.uint8)
+    want = np.array([[lut[i] if i < 12 else (0, 0, 0) for i in row] for row in ids], np.uint8)
+    np.testing.assert_array_equal(colorize(ids, lut), want)
+    s = rng.standard_normal((37, 53)).astype(np.float32)
+    lo, hi = np.percentile(s.astype(np.float64), [1, 99])
+    levels = normalize_scores(s)
+    ref = np.clip((s.astype(np.float64) - lo) * 255.0 / (hi - lo), 0, 255)
+    assert np.abs(levels - np.floor(ref)).max() <= 1 and levels.dtype == np.uint8
+    assert levels[s <= lo].max() == 0 and levels[s >= hi].min() == 255
+    np.testing.assert_array_equal(normalize_scores(s, -1.0, 1.0),
+                                  np.clip((s - np.float32(-1.0)) * np.float32(127.5), 0, 255)
+                                  .astype(np.uint8))
+    cal = model_calibrations("")["rba"]
+    p = cal(s)
+    tail = cal.tail(s)
+    for v, q in zip(tail.ravel()[::37], p.ravel()[::37].astype(float)):
+        d = -math.log10(1 - q) / 4 if q < 1 else 1.0
+        assert v == pytest.approx(min(max(d, 0.0), 1.0), abs=1e-6)

@@ -62,10 +62,14 @@ class ScoreCalibration:
 
     def tail(self, scores) -> np.ndarray:
         """Scores -> 0..1 colour scale: -log10(1 - p) / TAIL_DECADES (0.5 at a 1 % rate)."""
-        p = self(scores).astype(np.float64)
+        x = self(scores).astype(np.float64)  # p; the same steps in place (no temporaries):
+        np.subtract(1.0, x, out=x)            # -log10(max(1 - p, 0)) / TAIL_DECADES, clipped
+        np.maximum(x, 0.0, out=x)
         with np.errstate(divide="ignore"):
-            decades = -np.log10(np.maximum(1.0 - p, 0.0))
-        return np.clip(decades / TAIL_DECADES, 0.0, 1.0).astype(np.float32)
+            np.log10(x, out=x)
+        np.negative(x, out=x)
+        np.divide(x, TAIL_DECADES, out=x)
+        return np.clip(x, 0.0, 1.0, out=x).astype(np.float32)
 
     @classmethod
     def from_counts(cls, score: str, values: np.ndarray, counts: np.ndarray,

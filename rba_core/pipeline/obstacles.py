@@ -65,21 +65,22 @@ def find_obstacles(scores: np.ndarray, class_ids: np.ndarray, threshold: float,
     """scores [H, W] (higher = anomalous), class ids [H, W] -> kept components, largest first."""
     candidates = scores > threshold
     candidates = region_filter(candidates, class_ids, drivable_ids, cfg)
-    n, labels, stats, _ = cv2.connectedComponentsWithStats(candidates.astype(np.uint8),
-                                                           connectivity=8)
+    n, labels, stats, _ = cv2.connectedComponentsWithStats(
+        np.ascontiguousarray(candidates).view(np.uint8), connectivity=8)
     keep = [i for i in range(1, n) if stats[i, cv2.CC_STAT_AREA] >= cfg.min_area]
     keep.sort(key=lambda i: -stats[i, cv2.CC_STAT_AREA])
     keep = keep[: cfg.max_detections]
     obstacles = []
     if keep:
-        ids = labels.ravel()
-        flat = scores.ravel()
-        if cfg.score == "peak":
-            per = ndimage.maximum(flat, ids, keep)
+        if cfg.score == "peak":  # over the candidate pixels only (a component is all candidates):
+            per = np.full(n, -np.inf, scores.dtype)  # ~100x faster than ndimage.maximum's sort
+            np.maximum.at(per, labels[candidates], scores[candidates])
+            per = per[keep]
         else:
-            per = ndimage.mean(flat, ids, keep)
+            per = ndimage.mean(scores.ravel(), labels.ravel(), keep)
         for i, s in zip(keep, np.atleast_1d(per)):
             x, y, w, h, area = (int(v) for v in stats[i, :5])
             obstacles.append(Obstacle(x, y, w, h, area, float(s), i))
-    mask = np.isin(labels, keep) if keep else np.zeros(scores.shape, bool)
-    return ObstacleResult(obstacles, mask, labels)
+    kept = np.zeros(n, bool)
+    kept[keep] = True
+    return ObstacleResult(obstacles, kept[labels], labels)
