@@ -96,6 +96,21 @@ def test_uint8_rewrite_computes_the_same_as_the_plain_qdq_graph(int8_graph):
     assert acts and all(inits(rewritten)[n.input[2]].dtype == np.uint8 for n in acts)
 
 
+def test_cpu_backend_without_qdq_propagation_computes_what_onnxruntime_does_with_it(int8_graph):
+    """The backend turns off ONNX Runtime's QDQ propagation for int8 graphs (speed: the stem's
+    MaxPool stays fp32). Reference: the same rewritten graph with every ONNX Runtime optimiser on."""
+    from rba_core.runtime.ort_backend import OnnxRuntimeBackend
+
+    backend = OnnxRuntimeBackend(int8_graph, ["CPUExecutionProvider"], threads=1)
+    ref = ort.InferenceSession(cpu_model_bytes(Path(int8_graph)), session_options(1),
+                               providers=["CPUExecutionProvider"])
+    x = np.random.default_rng(1).integers(0, 256, (1, 3, H, W), dtype=np.uint8)
+    class_ids, _, scores = ref.run(None, {"images": x})
+    got = backend.infer(x)
+    assert np.array_equal(got.class_ids, class_ids)
+    np.testing.assert_allclose(got.scores["rba"], scores[:, 0], rtol=1e-5, atol=1e-6)
+
+
 def test_calibration_from_a_bag(tmp_path):
     from rba_core.cli.export import calibration_frames
 
