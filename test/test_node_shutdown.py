@@ -121,8 +121,11 @@ def test_signals_end_in_a_clean_exit(case, client, tmp_path):
     assert seconds < LIMIT, f"{case}: {seconds:.2f} s to exit\n{log[-3000:]}"
     # the harness's Fast DDS profile (config/fastdds_shm.xml) gives each participant a 64 MiB
     # shared-memory segment; a stop must remove it, or every restart leaks 64 MiB of RAM
+    # (unless the stop cut off a frame still inferring: that worker thread keeps the node's
+    # objects alive until os._exit, like a SIGKILL would; README "Stopping" says so)
     assert segments, "the node mapped no Fast DDS segment: is the SHM transport off?"
-    assert not [f for f in segments if Path(f).exists()], f"{case}: left in /dev/shm: {segments}"
+    if "stopping without its outputs" not in log:
+        assert not [f for f in segments if Path(f).exists()], f"{case}: left in /dev/shm: {segments}"
 
 
 def test_a_native_crash_leaves_every_threads_python_stack_in_the_log(client, tmp_path):
