@@ -96,9 +96,14 @@ def cpu_model_bytes(path: Path) -> bytes | None:
     model = load_onnx(path, load_weights=False)
     if {p.key: p.value for p in model.metadata_props}.get("precision") != "int8":
         return None
-    from .quantize import uint8_activations
+    from .quantize import seven_bit_weights, u8s8_saturates, uint8_activations
 
-    return uint8_activations(load_onnx(path)).SerializeToString()
+    model = uint8_activations(load_onnx(path))
+    if u8s8_saturates():
+        log.info("int8 on an x86 CPU without VNNI: weights to 7 bits (ONNX Runtime's u8s8 "
+                 "kernels would saturate with 8-bit weights)")
+        seven_bit_weights(model)
+    return model.SerializeToString()
 
 
 class OnnxRuntimeBackend:
