@@ -1,6 +1,7 @@
 """Anomaly scores on the per-class map L(x) = sum_q P_q M_q  ([B, K, H, W] -> [B, H, W]).
 
-Higher = more anomalous for every score. With the paper's notation (Eq. 5):
+Higher = more anomalous for every score; ``dim`` is the class axis (1, or -1 for [B, H, W, K]).
+With the paper's notation (Eq. 5):
 
 - ``rba``:           RbA(x) = -sum_k tanh(L_k(x))        (rejected by all one-vs-all classifiers)
 - ``energy``:        -logsumexp_k L_k(x)                  (free energy, as in the authors' code)
@@ -15,33 +16,33 @@ from typing import Callable
 
 import torch
 
-ScoreFn = Callable[[torch.Tensor], torch.Tensor]
+ScoreFn = Callable[..., torch.Tensor]  # (sem, dim=1) -> [B, H, W]
 
 
-def rba(sem: torch.Tensor) -> torch.Tensor:
+def rba(sem: torch.Tensor, dim: int = 1) -> torch.Tensor:
     """-sum_k tanh(L_k): in (-K, 0]; an unknown pixel gets ~0, an inlier ~ -tanh(1) or below."""
-    return -torch.tanh(sem).sum(1)
+    return -torch.tanh(sem).sum(dim)
 
 
-def energy(sem: torch.Tensor) -> torch.Tensor:
-    return -torch.logsumexp(sem, dim=1)
+def energy(sem: torch.Tensor, dim: int = 1) -> torch.Tensor:
+    return -torch.logsumexp(sem, dim=dim)
 
 
-def max_logit(sem: torch.Tensor) -> torch.Tensor:
-    return -sem.max(dim=1).values
+def max_logit(sem: torch.Tensor, dim: int = 1) -> torch.Tensor:
+    return -sem.max(dim=dim).values
 
 
-def msp(sem: torch.Tensor) -> torch.Tensor:
-    return -sem.softmax(dim=1).max(dim=1).values
+def msp(sem: torch.Tensor, dim: int = 1) -> torch.Tensor:
+    return -sem.softmax(dim=dim).max(dim=dim).values
 
 
-def entropy(sem: torch.Tensor) -> torch.Tensor:
-    logp = sem.log_softmax(dim=1)
-    return -(logp.exp() * logp).sum(1)
+def entropy(sem: torch.Tensor, dim: int = 1) -> torch.Tensor:
+    logp = sem.log_softmax(dim=dim)
+    return -(logp.exp() * logp).sum(dim)
 
 
-def neg_logit_sum(sem: torch.Tensor) -> torch.Tensor:
-    return -sem.sum(1)
+def neg_logit_sum(sem: torch.Tensor, dim: int = 1) -> torch.Tensor:
+    return -sem.sum(dim)
 
 
 SCORES: dict[str, ScoreFn] = {

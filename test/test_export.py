@@ -69,6 +69,28 @@ def test_metadata_describes_the_model(exported):
     assert 0 < sum(n in pinned for n in convs) < len(convs) - 10  # FPN convs only
 
 
+def test_per_pixel_part_is_channels_last(exported):
+    """The mask upsampling is one Resize over H, W of [B, h, w, Q] (ONNX Runtime's faster CPU
+    layout; TensorRT resizes the innermost 3 dims): scales [1, 4, 4, 1] or sizes that keep Q."""
+    model = onnx.load(exported)
+    consts = {i.name: onnx.numpy_helper.to_array(i) for i in model.graph.initializer}
+    resizes = [n for n in model.graph.node if n.op_type == "Resize"
+               and not any(s.startswith("model.") for s in _scopes(n))]
+    assert resizes
+    for node in resizes:
+        scales = consts.get(node.input[2]) if len(node.input) > 2 else None
+        if scales is not None and scales.size:
+            assert scales[0] == 1 and scales[3] == 1 and (scales[1:3] > 1).all(), scales
+        else:
+            sizes = consts[node.input[3]]
+            assert sizes[0] == B and sizes[3] != sizes[1], sizes
+
+
+def _scopes(node):
+    from rba_core.runtime.onnx_export import node_scopes
+    return node_scopes(node)
+
+
 def test_onnxruntime_backend_reads_the_graph(exported, caplog):
     backend = load_backend(exported, "onnxruntime", mode="exact")
     assert "fast inference" in caplog.text  # asked for exact: warned, graph mode kept

@@ -90,6 +90,21 @@ def test_exact_mode_matches_reference_order():
     assert torch.allclose(sem, ref[:, :, :30, :45], atol=1e-6)
 
 
+@pytest.mark.parametrize("mode", ["exact", "fast"])
+@pytest.mark.parametrize("image, padded", [((30, 45), (32, 48)), ((32, 48), (32, 48)),
+                                           ((61, 97), (64, 128))])
+def test_channels_last_is_the_same_inference(mode, image, padded):
+    """[B, H, W, K] layout (what rba export traces) = the reference order's [B, K, H, W]."""
+    torch.manual_seed(3)
+    logits, masks = torch.randn(2, 7, 5) * 2, torch.randn(2, 7, padded[0] // 4, padded[1] // 4) * 4
+    ref = semantic_inference(logits, masks, image, padded, mode)
+    for crop in (True, False):
+        nhwc = semantic_inference(logits, masks, image, padded, mode, crop=crop,
+                                  channels_last=True)
+        assert nhwc.shape[-1] == 4 and nhwc.shape[1:3] >= image
+        assert torch.allclose(nhwc[:, :image[0], :image[1]].permute(0, 3, 1, 2), ref, atol=1e-6)
+
+
 def test_fast_and_exact_agree_on_smooth_masks():
     torch.manual_seed(2)
     ys = torch.linspace(0, 1, 48)[:, None]

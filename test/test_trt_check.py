@@ -61,6 +61,13 @@ def resize(**attrs):
     return model([node], [X4], [vi("y", TP.FLOAT, [1, 2, 16, 16])], inits)
 
 
+def resize_scales(scales, shape=(1, 2, 8, 8)):
+    x = vi("x", TP.FLOAT, list(shape))
+    inits = [const("s", scales, np.float32)]
+    node = helper.make_node("Resize", ["x", "", "s"], ["y"], mode="linear")
+    return model([node], [x], [vi("y", TP.FLOAT, None)], inits)
+
+
 def resize_dynamic_scales():
     nodes = [helper.make_node("Resize", ["x", "", "s"], ["y"], mode="linear", axes=[2, 3])]
     return model(nodes, [X4, vi("s", TP.FLOAT, [2])], [vi("y", TP.FLOAT, None)])
@@ -121,6 +128,9 @@ CASES = {
                       "keep_aspect_ratio_policy"),
     "resize nearest mode": (lambda: resize(mode="nearest", nearest_mode="bogus"), "nearest_mode"),
     "resize scales axes": (resize_dynamic_scales, "axes must be 0..rank-1"),
+    # TensorRT's linear resize: innermost 3 dims only (dim 0 of a 4-D tensor is outside)
+    "resize linear outer dim": (lambda: resize_scales([2, 1, 2, 2]), "innermost 3"),
+    "resize linear 5d": (lambda: resize_scales([1, 2, 2, 2, 2], (1, 2, 4, 4, 4)), "innermost 3"),
     "grid sample 5d": (lambda: single("GridSample", ["x", "g"], shape=(1, 2, 4, 4, 4), opset=20),
                        "must be 4D"),
     "topk large k": (lambda: top_k(k=4000), "less than 3840"),
@@ -172,7 +182,9 @@ def test_where_is_reported_for_nested_graphs():
     lambda: single("GridSample", ["x", "g"]),
     lambda: single("LayerNormalization", ["x", "x"]),
     lambda: single("Cast", in_type=TP.UINT8, to=TP.FLOAT),
-], ids=["resize linear", "resize nearest", "topk", "gridsample 4d", "layernorm", "cast uint8"])
+    lambda: resize_scales([1, 4, 4, 1]),  # channels-last, as rba export writes it
+], ids=["resize linear", "resize nearest", "topk", "gridsample 4d", "layernorm", "cast uint8",
+        "resize linear nhwc"])
 def test_supported_settings_pass(build):
     assert check_model(build()) == []
 

@@ -19,28 +19,33 @@ class InferenceGraph(nn.Module):
 
     ``confidence`` is L_k(x) of the winning class k (its mask-weighted class probability);
     ``scores`` stacks the requested anomaly scores in ``score_names`` order (higher = anomalous).
+    ``channels_last``: the per-pixel part runs in [B, H, W, K] layout (same numbers; what
+    ``rba export`` traces, ONNX Runtime's faster layout); eager torch is faster in [B, K, H, W].
     """
 
-    def __init__(self, model: Mask2Former, score_names: list[str], mode: str = "exact"):
+    def __init__(self, model: Mask2Former, score_names: list[str], mode: str = "exact",
+                 channels_last: bool = False):
         super().__init__()
         self.model = model
         self.score_names = list(score_names)
         self.score_fns = [get_score(n) for n in self.score_names]
         self.mode = mode
+        self.channels_last = channels_last
 
     def semantic(self, out: dict, size, mode: str | None = None, crop: bool = True
                  ) -> torch.Tensor:
-        """The network's raw outputs -> L(x) [B,K,H,W] at ``size`` (H, W), in ``mode``
-        (``crop=False``: [B,K,H',W'], H' >= H, W' >= W)."""
+        """The network's raw outputs -> L(x) [B,K,H,W] ([B,H,W,K] channels-last) at ``size``
+        (H, W), in ``mode`` (``crop=False``: H' >= H rows, W' >= W columns)."""
         h, w = int(size[0]), int(size[1])
         return semantic_inference(out["pred_logits"], out["pred_masks"], (h, w),
                                   padded_size(h, w, self.model.cfg.size_divisibility),
-                                  mode or self.mode, crop=crop)
+                                  mode or self.mode, crop=crop, channels_last=self.channels_last)
 
     def heads(self, sem: torch.Tensor):
-        """L(x) [B,K,H,W] -> the three outputs."""
-        confidence, class_ids = sem.max(dim=1)
-        scores = torch.stack([fn(sem) for fn in self.score_fns], dim=1)
+        """L(x) [B,K,H,W] ([B,H,W,K] channels-last) -> the three outputs."""
+        dim = -1 if self.channels_last else 1
+        confidence, class_ids = sem.max(dim=dim)
+        scores = torch.stack([fn(sem, dim) for fn in self.score_fns], dim=1)
         return class_ids.to(torch.int32), confidence, scores
 
     def forward(self, images: torch.Tensor):

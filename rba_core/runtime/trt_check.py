@@ -285,11 +285,30 @@ def _resize(node, scope):
         out.append("antialiasing is unsupported")
     axes = _attr(node, "axes")
     scales = _input(node, 2)
+    if mode == "linear" and axes is None:
+        out += _linear_resized_dims(node, scope)
     if axes is not None and scales and scales not in scope.consts:
         rank = scope.rank(node.input[0])
         if rank is None or list(axes) != list(range(rank)):
             out.append(f"with scales as a tensor input, axes must be 0..rank-1 (got {list(axes)})")
     return out
+
+
+def _linear_resized_dims(node, scope) -> list[str]:
+    """TensorRT's linear resize changes only the innermost 3 dims (IResizeLayer): with constant
+    scales or sizes, no outer dim may change (e.g. scales [1, 4, 4, 1] on NHWC are fine)."""
+    scales, sizes = scope.value(_input(node, 2)), scope.value(_input(node, 3))
+    shape = scope.shapes.get(node.input[0])
+    if scales is not None and scales.size:
+        rank, changed = scales.size, [i for i, v in enumerate(scales.tolist()) if v != 1]
+    elif sizes is not None and sizes.size and shape and None not in shape:
+        rank, changed = sizes.size, [i for i, (n, m) in enumerate(zip(shape, sizes.tolist()))
+                                     if n != m]
+    else:
+        return []
+    if any(i < rank - 3 for i in changed):
+        return [f"linear resize of dims {changed}: TensorRT resizes only the innermost 3"]
+    return []
 
 
 def _scatter_nd(node, scope):
