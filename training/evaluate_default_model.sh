@@ -8,7 +8,7 @@ set -euo pipefail
 export OMP_WAIT_POLICY=PASSIVE
 PY=${PY:-.venv/bin/python}
 DATA=${RBA_DATA_DIR:-../shared/data}
-CLOSED=${1:-runs/camvid_tiny/model_best.safetensors}
+CLOSED=${1:-runs/camvid_tiny_continue/model_best.safetensors}
 FINAL=${2:-rba_core/weights/default.safetensors}
 SCORES=rba,energy,max_logit,msp,entropy
 for tag in closed_set finetuned; do
