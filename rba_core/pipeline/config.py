@@ -70,7 +70,7 @@ class GroundConfig:
 class PipelineConfig:
     score: str = param("rba", "anomaly score driving threshold, obstacles and anomaly output "
                               "(one of scores)")
-    threshold: float = param(-0.18, "score units: score > threshold = anomalous pixel; -0.18 "
+    threshold: float = param(-0.027, "score units: score > threshold = anomalous pixel; -0.027 "
                                     "flags 1 % of CamVid val pixels with the embedded model "
                                     "(calibrate yours with `rba calibrate`); outputs in 0..1 "
                                     "(detection scores, LabelInfo.threshold, point intensity) are "
