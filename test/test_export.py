@@ -15,6 +15,7 @@ from rba_core.cli import main
 from rba_core.model import CAMVID_CLASSES, CAMVID_COLORS, ModelConfig, build_model
 from rba_core.runtime import BackendError, load_backend
 from rba_core.runtime.graph import OUTPUT_NAMES
+from rba_core.runtime.onnx_export import node_scopes
 
 H, W, B = 72, 100, 2
 
@@ -75,7 +76,7 @@ def test_per_pixel_part_is_channels_last(exported):
     model = onnx.load(exported)
     consts = {i.name: onnx.numpy_helper.to_array(i) for i in model.graph.initializer}
     resizes = [n for n in model.graph.node if n.op_type == "Resize"
-               and not any(s.startswith("model.") for s in _scopes(n))]
+               and not any(s.startswith("model.") for s in node_scopes(n))]
     assert resizes
     for node in resizes:
         scales = consts.get(node.input[2]) if len(node.input) > 2 else None
@@ -84,11 +85,6 @@ def test_per_pixel_part_is_channels_last(exported):
         else:
             sizes = consts[node.input[3]]
             assert sizes[0] == B and sizes[3] != sizes[1], sizes
-
-
-def _scopes(node):
-    from rba_core.runtime.onnx_export import node_scopes
-    return node_scopes(node)
 
 
 def test_onnxruntime_backend_reads_the_graph(exported, caplog):

@@ -16,7 +16,9 @@ if [ "${FROM_SCRATCH:-0}" = 1 ]; then
   PARENT=runs/camvid_tiny/model_best.safetensors RECIPE=training/camvid_tiny.yaml
 else
   mkdir -p runs   # stage 0: the first default model (2500 it. of the pre-issue-14 recipe + RbA)
-  git show 7e16232:rba_core/weights/default.safetensors > runs/default_v1.safetensors
+  git show 7e16232:rba_core/weights/default.safetensors > runs/default_v1.safetensors || {
+    echo "error: stage 0 needs the git history (commit 7e16232; a shallow clone lacks it):" \
+         "git fetch --unshallow, or FROM_SCRATCH=1" >&2; exit 2; }
   time $PY -m rba_core.cli train training/camvid_tiny_continue.yaml
   PARENT=runs/camvid_tiny_continue/model_best.safetensors RECIPE=training/camvid_tiny_continue.yaml
 fi
