@@ -4,13 +4,17 @@
 Speed: for each size the model (default: the embedded one) is exported in fp32 and quantized to
 int8 (``rba_core.runtime.quantize``, calibrated on the packaged demo frames or --calibration);
 both run on the same real frame, calls alternating, and the table gives median wall time, median
-process CPU time (less sensitive to other processes on a shared machine) and the ratios.
+process CPU time (less sensitive to other processes on a shared machine) and the ratios. int8 is
+what the backend runs (the file's CPU form, ``rba_core.runtime.int8_cpu``); ``--forms`` times two
+alternatives in the same loop: the file's symmetric values as uint8 (7-bit weights where u8 x s8
+saturates; the backend's form before the ReLU / unsigned rewrite) and 8-bit weights through ONNX
+Runtime's u8 x u8 kernels (``session.x64quantprecision``, exact everywhere).
 
 Accuracy (``--accuracy``): CamVid val mIoU (graph at 480x360, the native size) and Road Anomaly
 RbA AP / FPR95 (graph at 640x360, the model card's protocol), fp32 vs int8 graphs through
 ``rba eval``'s evaluator; rerun on the final weights with ``--model``.
 
-    python bench/bench_int8.py [--sizes 480x360,1280x720] [--accuracy] [--model M.safetensors]
+    python bench/bench_int8.py [--sizes 480x360,1280x720] [--accuracy] [--forms] [--model M]
 """
 from __future__ import annotations
 
@@ -48,14 +52,39 @@ def export_pair(model, size, tmp: Path, frames, mode="exact") -> tuple[Path, Pat
     return fp32, int8
 
 
-def timed(backend, x, wall: list, cpu: list) -> None:
+def timed(run, x, wall: list, cpu: list) -> None:
     t0, c0 = time.perf_counter(), time.process_time()
-    backend.infer(x)
+    run(x)
     wall.append(time.perf_counter() - t0)
     cpu.append(time.process_time() - c0)
 
 
-def speed(model, sizes, tmp, frames, threads: int, repeats: int) -> list[str]:
+def cpu_forms(int8: Path) -> dict[str, tuple[bytes, dict]]:
+    """The int8 file's CPU forms compared by ``--forms``: {name: (model bytes, session config)}."""
+    from rba_core.runtime import int8_cpu as c
+    from rba_core.runtime.onnx_export import load_onnx
+
+    plain = c.uint8_activations(load_onnx(int8))  # the file's values as uint8 / 128
+    if c.u8s8_saturates():
+        c.seven_bit_weights(plain)
+    eight = c.cpu_int8_model(load_onnx(int8), saturating=False).SerializeToString()
+    return {"plain": (plain.SerializeToString(), {}),
+            "u8u8": (eight, {"session.x64quantprecision": "1"})}
+
+
+def session(model, threads: int, config: dict):
+    import onnxruntime as ort
+
+    from rba_core.runtime.ort_backend import INT8_CPU_DISABLED_OPTIMIZERS, session_options
+
+    opts = session_options(threads)
+    for key, value in config.items():
+        opts.add_session_config_entry(key, value)
+    return ort.InferenceSession(model, opts, providers=["CPUExecutionProvider"],
+                                disabled_optimizers=INT8_CPU_DISABLED_OPTIMIZERS)
+
+
+def speed(model, sizes, tmp, frames, threads: int, repeats: int, forms: bool) -> list[str]:
     from rba_core.runtime.ort_backend import OnnxRuntimeBackend
 
     rows = []
@@ -67,14 +96,21 @@ def speed(model, sizes, tmp, frames, threads: int, repeats: int) -> list[str]:
         x = q.calibration_batches([frame], (1, h, w))[0]
         ra, rb = a.infer(x), b.infer(x)
         agree = 100 * float(np.mean(ra.class_ids == rb.class_ids))
-        t = {k: ([], []) for k in "ab"}
-        for _ in range(repeats):  # alternate: other processes' load hits both alike
-            timed(a, x, *t["a"])
-            timed(b, x, *t["b"])
+        runs = {"fp32": a.infer, "int8": b.infer}
+        if forms:
+            for name, (graph, config) in cpu_forms(int8).items():
+                runs[name] = (lambda s: lambda x: s.run(None, {"images": x}))(
+                    session(graph, threads, config))
+        t = {k: ([], []) for k in runs}
+        for _ in range(repeats):  # alternate: other processes' load hits all alike
+            for k, run in runs.items():
+                timed(run, x, *t[k])
         m = {k: (1e3 * np.median(v[0]), 1e3 * np.median(v[1])) for k, v in t.items()}
-        rows.append(f"| {w}x{h} | {m['a'][0]:.0f} / {m['a'][1]:.0f} | {m['b'][0]:.0f} / "
-                    f"{m['b'][1]:.0f} | **{m['a'][0] / m['b'][0]:.2f}x** / "
-                    f"{m['a'][1] / m['b'][1]:.2f}x | {agree:.2f} |")
+        rows.append(f"| {w}x{h} | {m['fp32'][0]:.0f} / {m['fp32'][1]:.0f} | {m['int8'][0]:.0f} / "
+                    f"{m['int8'][1]:.0f} | **{m['fp32'][0] / m['int8'][0]:.2f}x** / "
+                    f"{m['fp32'][1] / m['int8'][1]:.2f}x | {agree:.2f} |" + "".join(
+                        f" {m['fp32'][0] / m[k][0]:.2f}x / {m['fp32'][1] / m[k][1]:.2f}x |"
+                        for k in runs if k not in ("fp32", "int8")))
         print(rows[-1], flush=True)
     return rows
 
@@ -119,6 +155,10 @@ def main(argv=None) -> int:
     p.add_argument("--repeats", type=int, default=10, help="timed calls per graph and size")
     p.add_argument("--accuracy", action="store_true",
                    help="also CamVid val mIoU and Road Anomaly AP, fp32 vs int8 (minutes)")
+    p.add_argument("--forms", action="store_true",
+                   help="also time the other CPU forms of the int8 file: 'plain' (its values as "
+                        "uint8, 7-bit weights where u8s8 saturates) and 'u8u8' (8-bit weights, "
+                        "ONNX Runtime's u8 x u8 kernels)")
     p.add_argument("--calibration", default=None,
                    help="folder of calibration images (default: the packaged demo frames)")
     p.add_argument("--calibration-frames", type=int, default=q.DEFAULT_FRAMES)
@@ -131,20 +171,21 @@ def main(argv=None) -> int:
     frames = [read_image(p) for p in q.spread(paths, args.calibration_frames)]
     model = load_torch_model(args.model)
     sizes = [parse_wxh(s, "--sizes") for s in args.sizes.split(",")]
+    header = ("| input | fp32 wall / CPU ms | int8 wall / CPU ms | speed-up wall / CPU | class ids "
+              "equal (%) |" + (" plain: speed-up | u8u8: speed-up |" if args.forms else "") +
+              "\n|---|---|---|---|---|" + ("---|---|" if args.forms else ""))
     print(f"model {args.model or 'embedded default'}; ONNX Runtime CPU, {args.threads} threads; "
           f"calibration {len(frames)} frames; load average {os.getloadavg()[0]:.1f} at start")
     with tempfile.TemporaryDirectory(prefix="rba_int8_") as tmp:
         tmp = Path(tmp)
-        print("| input | fp32 wall / CPU ms | int8 wall / CPU ms | speed-up wall / CPU | "
-              "class ids equal (%) |\n|---|---|---|---|---|", flush=True)
-        rows = speed(model, sizes, tmp, frames, args.threads, args.repeats)
+        print(header, flush=True)
+        rows = speed(model, sizes, tmp, frames, args.threads, args.repeats, args.forms)
         acc = []
         if args.accuracy:
             print("| metric | fp32 | int8 | change (points) |\n|---|---|---|---|", flush=True)
             acc = accuracy(model, tmp, frames)
     print(f"\nload average {os.getloadavg()[0]:.1f} at the end\n")
-    print("| input | fp32 wall / CPU ms | int8 wall / CPU ms | speed-up wall / CPU | "
-          "class ids equal (%) |\n|---|---|---|---|---|")
+    print(header)
     print("\n".join(rows))
     if acc:
         print("\n| metric | fp32 | int8 | change (points) |\n|---|---|---|---|")

@@ -89,21 +89,20 @@ def session_options(threads: int | None = None):
 
 
 def cpu_model_bytes(path: Path) -> bytes | None:
-    """An int8 QDQ graph rewritten for the CPU's fast u8 kernels (``quantize.uint8_activations``),
-    serialized; None for any other graph (the session then reads the file itself)."""
+    """An int8 QDQ graph in its CPU form (``int8_cpu.cpu_int8_model``), serialized; None for any
+    other graph (the session then reads the file itself)."""
     from .onnx_export import load_onnx
 
     model = load_onnx(path, load_weights=False)
     if {p.key: p.value for p in model.metadata_props}.get("precision") != "int8":
         return None
-    from .quantize import seven_bit_weights, u8s8_saturates, uint8_activations
+    from .int8_cpu import cpu_int8_model, u8s8_saturates
 
-    model = uint8_activations(load_onnx(path))
-    if u8s8_saturates():
+    saturating = u8s8_saturates()
+    if saturating:
         log.info("int8 on an x86 CPU without VNNI: weights to 7 bits (ONNX Runtime's u8s8 "
                  "kernels would saturate with 8-bit weights)")
-        seven_bit_weights(model)
-    return model.SerializeToString()
+    return cpu_int8_model(load_onnx(path), saturating).SerializeToString()
 
 
 class OnnxRuntimeBackend:

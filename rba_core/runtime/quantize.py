@@ -2,9 +2,8 @@
 
 ``quantize_int8`` calibrates activation ranges on real frames (MinMax) and writes a QDQ graph
 (README "int8": the scheme and the measured ``FP32_SCOPES``); biases stay float (TensorRT's
-parser dequantizes int8 only, not ONNX Runtime's int32 biases). ``uint8_activations`` rewrites
-the activation Quantize/DequantizeLinear pairs to uint8 with zero point 128 (the same values) for
-ONNX Runtime's fast CPU kernels (u8 x s8). Metadata added: ``precision`` = int8,
+parser dequantizes int8 only, not ONNX Runtime's int32 biases); ``int8_cpu`` rewrites the graph
+in memory for ONNX Runtime's CPU kernels. Metadata added: ``precision`` = int8,
 ``int8_fp32_scopes`` (JSON list), ``int8_calibration`` (where the frames came from, how many).
 """
 from __future__ import annotations
@@ -17,7 +16,6 @@ from pathlib import Path
 
 import numpy as np
 import onnx
-from onnx import TensorProto, numpy_helper
 
 from .base import BackendError
 from .onnx_export import INPUT_NAME, _save, load_onnx, node_scopes
@@ -155,71 +153,3 @@ def quantize_int8(fp32_path: str | Path, out_path: str | Path, frames: list[np.n
 
 def is_int8(model: onnx.ModelProto) -> bool:
     return any(n.op_type == "QuantizeLinear" for n in model.graph.node)
-
-
-def u8s8_saturates(cpuinfo: str | None = None, machine: str | None = None) -> bool:
-    """True on x86 CPUs without VNNI: ONNX Runtime's u8 x s8 kernels there sum pairs of
-    products in int16 (``vpmaddubsw``), which saturates with full-range int8 weights (measured on
-    an AVX2-only EPYC: RbA maps 7 % off the QDQ graph's values; ONNX Runtime's docs: "reduce_range"
-    on such CPUs). ``cpuinfo``/``machine`` default to /proc/cpuinfo and ``platform.machine()``;
-    where the flags cannot be read on x86, assume no VNNI (the safe side)."""
-    import platform
-
-    machine = (machine or platform.machine()).lower()
-    if machine not in ("x86_64", "amd64", "i386", "i686", "x86"):
-        return False  # ARM (Jetson): dot-product kernels accumulate in int32
-    if cpuinfo is None:
-        try:
-            cpuinfo = Path("/proc/cpuinfo").read_text()
-        except OSError:
-            return True
-    flags = next((line.split(":", 1)[1].split() for line in cpuinfo.splitlines()
-                  if line.startswith("flags")), [])
-    return not {"avx512_vnni", "avx_vnni", "amx_int8"} & set(flags)
-
-
-def seven_bit_weights(model: onnx.ModelProto) -> onnx.ModelProto:
-    """Halve every int8 weight (round half to even, |w| <= 64) and double its scale, in place:
-    u8 activations x 7-bit weights cannot saturate ONNX Runtime's int16 pair sums
-    (2 * 255 * 64 < 2^15). Costs one bit of weight precision; used only where ``u8s8_saturates``."""
-    inits = {i.name: i for i in model.graph.initializer}
-    q_out = {n.output[0] for n in model.graph.node if n.op_type == "QuantizeLinear"}
-    done = set()
-    for node in model.graph.node:
-        if node.op_type != "DequantizeLinear" or node.input[0] in q_out or \
-                {node.input[0], node.input[1]} & done:
-            continue
-        w, scale = inits.get(node.input[0]), inits.get(node.input[1])
-        if w is None or scale is None or w.data_type != TensorProto.INT8:
-            continue
-        done |= {node.input[0], node.input[1]}
-        value, s = numpy_helper.to_array(w), numpy_helper.to_array(scale)
-        w.CopyFrom(numpy_helper.from_array(np.round(value / 2).astype(np.int8), w.name))
-        scale.CopyFrom(numpy_helper.from_array((s * 2).astype(s.dtype), scale.name))
-    return model
-
-
-def uint8_activations(model: onnx.ModelProto) -> onnx.ModelProto:
-    """Rewrite int8 activation Quantize/DequantizeLinear pairs with zero point 0 to uint8 with
-    zero point 128 (in place; same values, ONNX Runtime's fast u8s8 CPU kernels).
-
-    A pair is an activation pair when the DequantizeLinear reads a QuantizeLinear's output;
-    weight DequantizeLinears read int8 initializers and stay int8.
-    """
-    inits = {i.name: i for i in model.graph.initializer}
-    q_out = {n.output[0] for n in model.graph.node if n.op_type == "QuantizeLinear"}
-    act, weight = set(), set()
-    for node in model.graph.node:
-        if node.op_type not in ("QuantizeLinear", "DequantizeLinear") or len(node.input) < 3:
-            continue
-        is_act = node.op_type == "QuantizeLinear" or node.input[0] in q_out
-        (act if is_act else weight).add(node.input[2])
-    for name in act - weight:
-        init = inits.get(name)
-        if init is None or init.data_type != TensorProto.INT8:
-            continue
-        value = numpy_helper.to_array(init)
-        if np.any(value):  # only zero points 0 map exactly onto uint8 / 128
-            continue
-        init.CopyFrom(numpy_helper.from_array(np.full(value.shape, 128, np.uint8), name))
-    return model
