@@ -3,9 +3,11 @@
 End to end = what the node does per frame after decoding: resize to the graph size if needed,
 ONNX Runtime inference (normalise, network, semantic inference, scores inside the graph), then
 obstacle components on the anomaly map (``Perception.process``). Real CamVid frames are used
-(360x480 natively, upscaled for 720x1280).
+(360x480 natively, upscaled for 720x1280). ``--precisions fp32,int8``: the int8 graph is
+quantized once into the cache from the packaged frames (as the node's ``int8: true`` does) and run
+in its CPU form.
 
-    python bench/bench_default_model.py [--threads 2] [--frames 30]
+    python bench/bench_default_model.py [--threads 2] [--frames 30] [--precisions fp32,int8]
 """
 from __future__ import annotations
 
@@ -51,15 +53,21 @@ def main() -> int:
     p.add_argument("--modes", default="exact,fast",
                    help="semantic inference modes to compare (exact: paper order; fast: class "
                         "map at 1/4 resolution)")
+    p.add_argument("--precisions", default="fp32", help="fp32, int8 or fp32,int8")
     args = p.parse_args()
+    if set(args.precisions.split(",")) - {"fp32", "int8"}:
+        p.error(f"--precisions takes fp32 and/or int8, got {args.precisions!r}")
     print(f"model: {args.model or 'embedded default'}; ONNX Runtime, {args.threads} threads, "
           f"{args.frames} real frames per size")
-    print("| input | inference | latency p50 (ms) | p90 (ms) | frames/s (p50) |")
-    print("|---|---|---|---|---|")
-    for spec, mode in ((s, m) for s in args.sizes.split(",") for m in args.modes.split(",")):
+    print(f"load average {os.getloadavg()[0]:.1f} at start")
+    print("| input | inference | precision | latency p50 (ms) | p90 (ms) | frames/s (p50) |")
+    print("|---|---|---|---|---|---|")
+    for spec, mode, precision in ((s, m, q) for s in args.sizes.split(",")
+                                  for m in args.modes.split(",")
+                                  for q in args.precisions.split(",")):
         h, w = (int(v) for v in spec.split("x"))
         backend = load_backend(args.model, "onnxruntime", mode=mode, input_size=(h, w),
-                               threads=args.threads, device="cpu")
+                               threads=args.threads, device="cpu", int8=precision == "int8")
         perception = Perception(backend)
         batch = frames((h, w), args.frames)
         perception.process(batch[:2])  # warm-up
@@ -70,7 +78,7 @@ def main() -> int:
             times.append(time.perf_counter() - t0)
         p50 = statistics.median(times)
         p90 = sorted(times)[int(0.9 * (len(times) - 1))]
-        print(f"| {h}x{w} | {mode} | {1e3 * p50:.1f} | {1e3 * p90:.1f} | {1 / p50:.1f} |",
+        print(f"| {h}x{w} | {mode} | {precision} | {1e3 * p50:.1f} | {1e3 * p90:.1f} | {1 / p50:.1f} |",
               flush=True)
     return 0
 

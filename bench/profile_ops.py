@@ -7,9 +7,11 @@ frame by ONNX Runtime (CPU, the backend's session options) and by the eager torc
 with its profiler on; the table lists per-call milliseconds by op type (ONNX Runtime: kernel time
 of its nodes; torch: self CPU time of aten ops), the largest first, then ONNX Runtime's slowest
 nodes with their output shapes. Profiler overhead inflates both sides a little; compare ratios
-with ``bench_backends.py``.
+with ``bench_backends.py``. ``--int8``: ONNX Runtime only, the fp32 graph next to its int8 graph
+(quantized on the packaged demo frames, run in the backend's CPU form), to see which ops int8
+speeds up and what it adds.
 
-    python bench/profile_ops.py --size 360x480 [--threads 2] [--calls 8] [--model default]
+    python bench/profile_ops.py --size 360x480 [--threads 2] [--calls 8] [--model default] [--int8]
 """
 from __future__ import annotations
 
@@ -40,9 +42,13 @@ def ort_profile(path: Path, images: np.ndarray, threads: int, calls: int, prefix
 
     from rba_core.runtime.ort_backend import session_options
 
+    from rba_core.runtime.ort_backend import INT8_CPU_DISABLED_OPTIMIZERS, cpu_model_bytes
+
     opts = session_options(threads)
     opts.enable_profiling, opts.profile_file_prefix = True, prefix
-    session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+    int8 = cpu_model_bytes(path)  # None for fp32 graphs
+    session = ort.InferenceSession(int8 or str(path), opts, providers=["CPUExecutionProvider"],
+                                   disabled_optimizers=INT8_CPU_DISABLED_OPTIMIZERS if int8 else [])
     for _ in range(calls):
         session.run(None, {"images": images})
     events = json.loads(Path(session.end_profiling()).read_text())
@@ -75,6 +81,7 @@ def main(argv=None) -> int:
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--calls", type=int, default=8, help="profiled calls per side (after 2 warm-up)")
     p.add_argument("--model", default="tiny", help="tiny (random weights) or default (embedded)")
+    p.add_argument("--int8", action="store_true", help="ONNX Runtime fp32 vs int8 instead of torch")
     args = p.parse_args(argv)
     h, w = (int(v) for v in args.size.lower().split("x"))
     if args.model == "default":
@@ -91,14 +98,29 @@ def main(argv=None) -> int:
         for _ in range(2):
             warm.infer(images)
         ort_ops, nodes = ort_profile(path, images, args.threads, args.calls, f"{tmp}/ort")
-    torch_ops = torch_profile(model, images, args.threads, args.calls)
+        if args.int8:
+            from rba_core.runtime import quantize as q
+
+            q.quantize_int8(path, Path(tmp) / "int8.onnx",
+                            q.read_frames(q.demo_frames(), q.DEFAULT_FRAMES), source="profile")
+            warm = OnnxRuntimeBackend(Path(tmp) / "int8.onnx", ["CPUExecutionProvider"],
+                                      threads=args.threads)
+            for _ in range(2):
+                warm.infer(images)
+            other, nodes = ort_profile(Path(tmp) / "int8.onnx", images, args.threads, args.calls,
+                                       f"{tmp}/int8")
+            sides = (("ONNX Runtime fp32 (kernel time)", ort_ops),
+                     ("ONNX Runtime int8, CPU form (kernel time)", other))
+    if not args.int8:
+        sides = (("ONNX Runtime (kernel time)", ort_ops),
+                 ("eager torch (self CPU)", torch_profile(model, images, args.threads, args.calls)))
     print(f"{args.model} at {h}x{w}, {args.threads} threads, {args.calls} calls per side, "
           f"load average {os.getloadavg()[0]:.1f}")
-    for name, ops in (("ONNX Runtime (kernel time)", ort_ops), ("eager torch (self CPU)", torch_ops)):
+    for name, ops in sides:
         print(f"\n{name}: {sum(ops.values()):.1f} ms per call")
         for op, ms in sorted(ops.items(), key=lambda t: -t[1])[:15]:
             print(f"  {op:36s} {ms:8.2f} ms")
-    print("\nONNX Runtime's slowest nodes:")
+    print(f"\nONNX Runtime's slowest nodes{' (int8)' if args.int8 else ''}:")
     for ms, op, node, shape in nodes:
         print(f"  {ms:8.2f} ms {op:14s} {node[:40]:40s} -> {shape}")
     return 0
