@@ -78,7 +78,8 @@ def main() -> int:
             times.append(time.perf_counter() - t0)
         p50 = statistics.median(times)
         p90 = sorted(times)[int(0.9 * (len(times) - 1))]
-        print(f"| {h}x{w} | {mode} | {precision} | {1e3 * p50:.1f} | {1e3 * p90:.1f} | {1 / p50:.1f} |",
+        print(f"| {h}x{w} | {mode} | {precision} | {1e3 * p50:.1f} | {1e3 * p90:.1f} | "
+              f"{1 / p50:.1f} |",
               flush=True)
     return 0
 

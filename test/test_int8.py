@@ -88,7 +88,8 @@ def literal(model_or_path) -> ort.InferenceSession:
 
 
 def fused(model_bytes: bytes) -> ort.InferenceSession:
-    return ort.InferenceSession(model_bytes, session_options(1), providers=["CPUExecutionProvider"])
+    return ort.InferenceSession(model_bytes, session_options(1),
+                                providers=["CPUExecutionProvider"])
 
 
 def frames(n: int) -> list[np.ndarray]:
@@ -120,7 +121,7 @@ def test_cpu_form_does_not_saturate_onnxruntime_int16_sums(int8_graph):
 
 
 def u8u8(model_bytes: bytes) -> ort.InferenceSession:
-    """ONNX Runtime's u8 x u8 kernels (``session.x64quantprecision``): int32 sums on every x86 CPU."""
+    """ONNX Runtime's u8 x u8 kernels (``session.x64quantprecision``): int32 sums on any x86."""
     opts = session_options(1)
     opts.add_session_config_entry("session.x64quantprecision", "1")
     return ort.InferenceSession(model_bytes, opts, providers=["CPUExecutionProvider"])
@@ -178,7 +179,7 @@ def test_cpu_form_by_hand():
     assert got["z2"].dtype == np.uint8 and got["z2"] == 0 and got["s2"] == pytest.approx(0.05)
     x = np.array([-1, 0.02, 0.04, 3.333, 20], np.float32)
     y = literal(model.SerializeToString()).run(None, {"x": x})[0]
-    np.testing.assert_allclose(y, [0, 0, 0.05, 3.35, 12.75], atol=1e-6)  # round half to even
+    np.testing.assert_allclose(y, [0, 0, 0.05, 3.35, 12.75], atol=1e-6)
 
 
 @pytest.mark.parametrize("machine, flags, saturates", [
